@@ -1,0 +1,53 @@
+"""``vlmtune`` command line: one subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmtune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fine-tune a model from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-4")
+    p.set_defaults(run=commands.train)
+
+    p = sub.add_parser("predict", help="generate an answer for an image and a prompt")
+    p.add_argument("--model", required=True, help="base model: hub id or folder")
+    p.add_argument("--adapter", help="LoRA adapter folder written by `vlmtune train`")
+    p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.set_defaults(run=commands.predict)
+
+    p = sub.add_parser("make-tiny-model", help="write a tiny random-init model of a family (no download)")
+    p.add_argument("--family", required=True, help="transformers model_type, e.g. qwen2_5_vl")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=commands.make_tiny_model)
+
+    p = sub.add_parser("demo", help="build the tiny model and demo data, fine-tune, and compare base vs tuned")
+    p.add_argument("--root", default=".", help="folder under which demo/ is written")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=commands.demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.run(args) or 0
+    except commands.USER_ERRORS as e:
+        print(f"vlmtune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The typed run configuration. Defaults live here and only here; unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str
+    """Hub id or local folder of the checkpoint (the same loading code for both)."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that supports it, fp32 otherwise (CPU)."""
+
+
+class DataConfig(_Section):
+    train: str
+    val: str | None = None
+    format: str = "auto"
+    min_pixels: int | None = Field(default=None, gt=0)
+    """Per-image pixel floor; None keeps the checkpoint processor's value."""
+    max_pixels: int | None = Field(default=None, gt=0)
+    """Per-image pixel cap (bounds visual tokens per image); None keeps the processor's value."""
+    max_length: int = Field(default=4096, gt=0)
+    """Longest rendered sample in tokens, visual tokens included. Longer samples are an error, never cut."""
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> DataConfig:
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"data.min_pixels ({self.min_pixels}) is larger than data.max_pixels "
+                             f"({self.max_pixels}); lower data.min_pixels or raise data.max_pixels")
+        return self
+
+
+class LoraConfig(_Section):
+    r: int = Field(default=8, gt=0)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    targets: Literal["all-linear"] | list[str] = "all-linear"
+    """Language-model layers to adapt: "all-linear", or leaf names such as [q_proj, v_proj]. The vision
+    tower is never targeted by these names, whatever its own modules are called."""
+
+
+class TrainConfig(_Section):
+    output_dir: str = "runs/run"
+    method: Literal["lora", "full"] = "lora"
+    """lora: adapters on the language model; full: every language-model and projector weight trains."""
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(default=1, gt=0)
+    """Per-device batch size."""
+    grad_accum: int = Field(default=1, gt=0)
+    lr: float = Field(default=2e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    eval_steps: int | None = Field(default=None, gt=0)
+    """Validation loss every N steps (needs data.val); None: only at the end."""
+    logging_steps: int = Field(default=5, gt=0)
+    seed: int = 42
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    max_new_tokens: int = Field(default=16, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    at_end: bool = True
+    """Generate on data.val after training and write its score to metrics.json."""
+
+
+class Config(_Section):
+    model: ModelConfig
+    data: DataConfig
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()

@@ -1,0 +1,53 @@
+"""Batching: pad the token sequences, concatenate the image tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .render import IGNORE_INDEX, SEQUENCE_KEYS, Renderer
+from .sample import Sample
+
+
+class EncodedDataset(Dataset):
+    """Samples rendered on first use and kept: later epochs reuse the encoding."""
+
+    def __init__(self, samples: list[Sample], renderer: Renderer):
+        self.samples, self.renderer = samples, renderer
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index not in self._cache:
+            self._cache[index] = self.renderer.encode(self.samples[index])
+        return self._cache[index]
+
+
+class Collator:
+    """Pads sequences to the longest in the batch (on ``padding_side``) and concatenates pixel tensors.
+
+    Sequence keys (ids, masks, labels, ``mm_token_type_ids`` that Qwen-VL needs for its 3-D positions) are
+    padded; everything else (``pixel_values``, ``image_grid_thw``, ...) is concatenated along dim 0, the way
+    the processors batch images.
+    """
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right"):
+        self.pad_values = {"input_ids": pad_token_id, "labels": IGNORE_INDEX}
+        self.padding_side = padding_side
+
+    def __call__(self, features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        longest = max(len(f["input_ids"]) for f in features)
+        for key in features[0]:
+            values = [f[key] for f in features]
+            if key in SEQUENCE_KEYS:
+                batch[key] = torch.stack([self._pad(v, longest, self.pad_values.get(key, 0)) for v in values])
+            else:
+                batch[key] = torch.cat(values, dim=0)
+        return batch
+
+    def _pad(self, seq: torch.Tensor, length: int, value: int) -> torch.Tensor:
+        pad = seq.new_full((length - len(seq),), value)
+        return torch.cat([pad, seq] if self.padding_side == "left" else [seq, pad])

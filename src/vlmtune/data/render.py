@@ -1,0 +1,84 @@
+"""Render a sample with the processor's own chat template, and label only what the assistant says.
+
+Labels are -100 everywhere except the tokens of each assistant answer and the end-of-turn token that closes
+it, in every assistant turn. Answers are found in the token ids by the family's assistant header and
+end-of-turn token, the way the families' own fine-tuning code masks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..models.spec import FamilySpec
+from .errors import SampleError
+from .sample import Sample
+
+IGNORE_INDEX = -100
+
+
+def load_image(path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class Renderer:
+    """Turns samples into model inputs (``input_ids``, ``labels``, pixel tensors, ...)."""
+
+    def __init__(self, processor: Any, spec: FamilySpec, max_length: int | None = None):
+        self.processor, self.spec, self.max_length = processor, spec, max_length
+        tokenizer = processor.tokenizer
+        self.header_ids = tokenizer.encode(spec.assistant_header, add_special_tokens=False)
+        self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
+
+    def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
+        return self.processor.apply_chat_template(
+            sample.to_chat(), tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def encode(self, sample: Sample) -> dict[str, torch.Tensor]:
+        """Inputs and labels of one training sample (1-D sequences, no batch dimension)."""
+        features = self._process(sample, self.text(sample))
+        input_ids = features["input_ids"]
+        if self.max_length is not None and len(input_ids) > self.max_length:
+            n_image = int(sum(features.get("mm_token_type_ids", torch.zeros(1)) != 0))
+            raise SampleError(sample.id, (
+                f"{len(input_ids)} tokens ({n_image} of them visual) exceed data.max_length={self.max_length}; "
+                "truncating would cut the answer or the image tokens. Raise data.max_length or lower "
+                "data.max_pixels."))
+        features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id)
+        if not bool((features["labels"] != IGNORE_INDEX).any()):
+            raise SampleError(sample.id, "no assistant tokens found in the rendered conversation")
+        return features
+
+    def encode_prompt(self, sample: Sample) -> dict[str, torch.Tensor]:
+        """Inputs for generating the next assistant turn of ``sample`` (which ends before it)."""
+        return self._process(sample, self.text(sample, add_generation_prompt=True))
+
+    def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
+        images = [load_image(p) for p in sample.images]
+        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
+
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+
+
+def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], turn_end_id: int) -> torch.Tensor:
+    """Copy of ``input_ids`` with everything but assistant answers (+ their end token) set to -100."""
+    ids = input_ids.tolist()
+    labels = [IGNORE_INDEX] * len(ids)
+    n, i = len(header_ids), 0
+    while i <= len(ids) - n:
+        if ids[i:i + n] == header_ids:
+            j = i + n
+            while j < len(ids) and ids[j] != turn_end_id:
+                labels[j] = ids[j]
+                j += 1
+            if j < len(ids):
+                labels[j] = ids[j]
+            i = j + 1
+        else:
+            i += 1
+    return torch.tensor(labels, dtype=input_ids.dtype)

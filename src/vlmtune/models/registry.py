@@ -1,0 +1,39 @@
+"""The family registry: ``model_type`` -> :class:`FamilySpec`."""
+
+from __future__ import annotations
+
+from .spec import FamilySpec
+
+_BY_MODEL_TYPE: dict[str, FamilySpec] = {}
+
+
+class UnknownFamilyError(ValueError):
+    """No registered family handles a model_type."""
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    if spec.name in _BY_MODEL_TYPE:
+        raise ValueError(f"family {spec.name!r} registered twice")
+    _BY_MODEL_TYPE[spec.name] = spec
+    return spec
+
+
+def get_family(model_type: str) -> FamilySpec:
+    """Return the spec registered for a transformers ``model_type``."""
+    _load_builtin_families()
+    try:
+        return _BY_MODEL_TYPE[model_type]
+    except KeyError:
+        raise UnknownFamilyError(
+            f"No vlmtune family handles model_type={model_type!r}. Known: {', '.join(family_names())}."
+        ) from None
+
+
+def family_names() -> list[str]:
+    _load_builtin_families()
+    return sorted(_BY_MODEL_TYPE)
+
+
+def _load_builtin_families() -> None:
+    # Importing the family modules registers them; done lazily to keep `import vlmtune` cheap.
+    from . import qwen_vl  # noqa: F401

@@ -1,0 +1,70 @@
+"""Every per-family fact in one frozen object.
+
+Code outside ``vlmtune.models`` asks a :class:`FamilySpec` for what it needs (module prefixes, chat-template
+markers, tiny-model config) and never branches on a family's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+# Components of a vision-language model, in the order a parameter table lists them.
+COMPONENTS = ("vision", "projector", "language", "lm_head")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Facts about one model family, keyed by the transformers ``model_type``."""
+
+    name: str
+    """transformers ``config.model_type``, e.g. ``"qwen2_5_vl"``."""
+    model_class: str
+    """Class in ``transformers`` that builds the model (imported lazily)."""
+    processor_class: str
+    """Processor class name written into ``processor_config.json``."""
+    chat_template: str
+    """File in ``vlmtune/models/chat_templates/`` holding the template the published checkpoints ship."""
+    template_source: str
+    """Where the chat template was taken from."""
+    special_tokens: tuple[str, ...]
+    """The family's special tokens, first one used as padding."""
+    eos_token: str
+    pad_token: str
+    assistant_header: str
+    """Text that opens every assistant turn in the rendered conversation."""
+    turn_end: str
+    """Special token that closes a turn; trained on at the end of each assistant answer."""
+    components: Mapping[str, tuple[str, ...]]
+    """Component name -> module-path prefixes in the loaded model (the longest matching prefix wins)."""
+    language_lora_targets: tuple[str, ...]
+    """Leaf names of the language model's linear layers that LoRA targets by default."""
+    image_factor: int
+    """Pixels per visual token side (patch size x spatial merge); images are resized to multiples of it."""
+    min_pixels: int
+    max_pixels: int
+    """Pixel limits of the published checkpoints' processors."""
+    image_processor_class: str = ""
+    """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
+    tokenizer_class: str = "PreTrainedTokenizerFast"
+    """transformers tokenizer class the published checkpoints use."""
+    tiny_config: Callable[[Mapping[str, int]], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    """Builds a small random-init config given the tokenizer's special-token ids (for tests and the demo)."""
+    tiny_image_processor: Mapping[str, Any] = field(default_factory=dict)
+    """Image-processor settings of the tiny model (patch size etc.)."""
+    source: str = ""
+    """Model card the facts above were taken from."""
+
+    def read_chat_template(self) -> str:
+        return resources.files("vlmtune.models").joinpath("chat_templates", self.chat_template).read_text()
+
+    def component_of(self, module_name: str) -> str | None:
+        """Return the component a module or parameter name belongs to, or None when it belongs to none."""
+        best, best_len = None, -1
+        for component, prefixes in self.components.items():
+            for prefix in prefixes:
+                if (module_name == prefix or module_name.startswith(prefix + ".")) and len(prefix) > best_len:
+                    best, best_len = component, len(prefix)
+        return best

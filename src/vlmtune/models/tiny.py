@@ -1,0 +1,75 @@
+"""Small random-init models of the real architecture classes, with a tokenizer trained offline.
+
+No weights can be downloaded in tests or CI, so every code path runs on these: the real model class built
+from a tiny config, a byte-level BPE tokenizer trained here that carries the family's special tokens, and
+the family's real chat template. The folder is an ordinary checkpoint: ``AutoProcessor`` and
+``AutoModelForImageTextToText`` load it like any hub model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig
+
+from .processor_compat import processor_class
+from .spec import FamilySpec
+
+_WORDS = (
+    "the a an of to in on at is are was be this that it what which where who how many much there here and or "
+    "not no yes with for from by image picture photo shows show describe answer question colour color shape "
+    "red green blue yellow orange purple black white gray brown pink circle square triangle star left right top "
+    "bottom middle centre center small large big one two three four five six seven eight nine ten zero "
+    "text chart table value number box point click button screen page document title label total price date "
+    "name person people dog cat car tree house sky water road sign you assistant user system helpful please"
+)
+
+
+def _corpus() -> list[str]:
+    words = _WORDS.split()
+    lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+    lines += [w.capitalize() + "." for w in words] + [f"{w}?" for w in words]
+    lines += ["0123456789 (10,20),(30,40) {\"bbox\": [1, 2, 3, 4]} - : ; ! ' \" / \n"]
+    return lines * 4
+
+
+def train_tokenizer(spec: FamilySpec, vocab_size: int = 1024):
+    """Byte-level BPE trained on a small built-in corpus, wrapped in the family's tokenizer class."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(spec.special_tokens),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer_cls = getattr(transformers, spec.tokenizer_class)
+    return tokenizer_cls(tokenizer_object=bpe, eos_token=spec.eos_token, pad_token=spec.pad_token,
+                         unk_token=None, bos_token=None, additional_special_tokens=None,
+                         extra_special_tokens=list(spec.special_tokens), errors="replace")
+
+
+def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random-init checkpoint of ``spec``'s real model class to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(spec)
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in spec.special_tokens}
+    ids["__vocab_size__"] = len(tokenizer)
+
+    # Small pixel limits: a demo image becomes a few dozen visual tokens.
+    image_processor = getattr(transformers, spec.image_processor_class)(
+        min_pixels=spec.image_factor ** 2, max_pixels=(8 * spec.image_factor) ** 2, **spec.tiny_image_processor)
+    processor = processor_class(spec.processor_class)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=spec.read_chat_template())
+    processor.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    config = spec.tiny_config(ids)
+    model = getattr(transformers, spec.model_class)(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids[spec.turn_end], pad_token_id=ids[spec.pad_token], do_sample=False)
+    model.save_pretrained(out)
+    return out
+

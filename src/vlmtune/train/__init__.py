@@ -1,0 +1,6 @@
+"""Training over transformers' Trainer: LoRA or full fine-tuning, run directory, metrics."""
+
+from .lora import apply_lora, language_lora_modules, parameter_table, prepare_full
+from .run import RunResult, train
+
+__all__ = ["RunResult", "apply_lora", "language_lora_modules", "parameter_table", "prepare_full", "train"]

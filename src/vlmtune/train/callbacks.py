@@ -1,0 +1,21 @@
+"""Trainer callbacks: every log line also goes to ``metrics.jsonl`` in the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class MetricsFile(TrainerCallback):
+    """Appends each ``Trainer`` log (loss, lr, grad norm, eval loss) as one JSON line with its step."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.write_text("")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")

@@ -1,0 +1,109 @@
+"""One training run, top to bottom: config -> data -> model -> Trainer -> adapter + metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+
+from ..config import Config, dump_config
+from ..data import Collator, EncodedDataset, Renderer, read_samples
+from ..evaluate import evaluate
+from ..models import family_of, load_model, load_processor, resolve_dtype
+from .callbacks import MetricsFile
+from .lora import apply_lora, format_table, parameter_table, prepare_full
+
+log = logging.getLogger("vlmtune")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    weights_dir: Path
+    """The adapter folder (LoRA) or the full model folder."""
+    metrics: dict = field(default_factory=dict)
+
+
+def train(cfg: Config) -> RunResult:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` and write the run directory."""
+    run_dir = Path(cfg.train.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    set_seed(cfg.train.seed)
+
+    # Data first: a bad record fails in seconds, before any weights are loaded.
+    train_samples = read_samples(cfg.data.train, cfg.data.format)
+    val_samples = read_samples(cfg.data.val, cfg.data.format) if cfg.data.val else []
+
+    spec = family_of(cfg.model.path)
+    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
+    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype))
+    model = apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
+    log.info("trainable parameters (%s, family %s):\n%s", cfg.train.method, spec.name,
+             format_table(parameter_table(model, spec)))
+
+    renderer = Renderer(processor, spec, cfg.data.max_length)
+    train_ds = EncodedDataset(train_samples, renderer)
+    val_ds = EncodedDataset(val_samples, renderer) if val_samples else None
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, run_dir, has_val=val_ds is not None),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=Collator(processor.tokenizer.pad_token_id),
+        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
+    )
+    output = trainer.train()
+
+    weights_dir = run_dir / ("adapter" if cfg.train.method == "lora" else "model")
+    model.save_pretrained(weights_dir)
+    if cfg.train.method == "full":
+        processor.save_pretrained(weights_dir)
+    metrics = {"train_loss": output.training_loss, "steps": output.global_step,
+               "train_runtime_s": output.metrics.get("train_runtime"), "family": spec.name}
+    if val_ds is not None:
+        metrics["val_loss"] = trainer.evaluate()["eval_loss"]
+        if cfg.eval.at_end:
+            result = evaluate(model, renderer, val_samples, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                              cfg.train.progress)
+            result.write(run_dir / "predictions.jsonl")
+            metrics["val_accuracy"] = result.accuracy
+            metrics["val_samples"] = result.n
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
+
+
+def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArguments:
+    t = cfg.train
+    dtype = resolve_dtype(cfg.model.dtype)
+    evaluate_every = has_val and t.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="steps" if evaluate_every else "no",
+        eval_steps=t.eval_steps if evaluate_every else None,
+        logging_steps=t.logging_steps,
+        save_strategy="no",
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,  # the collator needs pixel_values, image_grid_thw, mm_token_type_ids
+        report_to="none",
+        disable_tqdm=not t.progress,
+        dataloader_num_workers=0,
+    )
