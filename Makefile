@@ -20,6 +20,7 @@ demo: setup
 	$(VENV)/bin/vlmtune demo
 
 test: setup
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest
 
 lint: setup

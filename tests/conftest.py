@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models of every registered family and the demo data, built once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlmtune.models import family_names, get_family
+from vlmtune.models.tiny import build_tiny
+
+FAMILIES = family_names()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """``tiny_dir(family)`` -> folder of a tiny random-init checkpoint of that family (built once)."""
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny(get_family(family), tmp_path_factory.mktemp(f"tiny_{family}"))
+        return built[family]
+
+    return get
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def images(tmp_path) -> dict[str, Path]:
+    """A few small images of different sizes in ``tmp_path``."""
+    paths = {}
+    for name, size, colour in (("red.png", (64, 48), (255, 0, 0)), ("blue.png", (90, 120), (0, 0, 255)),
+                               ("green.png", (56, 56), (0, 200, 0))):
+        Image.new("RGB", size, colour).save(tmp_path / name)
+        paths[name] = tmp_path / name
+    return paths
+
+
+def conversation(first_image: str = "red.png", second_image: str = "blue.png") -> dict:
+    """A multi-turn, multi-image record in the messages format."""
+    return {"messages": [
+        {"role": "system", "content": "You answer briefly."},
+        {"role": "user", "content": [{"type": "image", "image": first_image},
+                                     {"type": "text", "text": "What colour is this?"}]},
+        {"role": "assistant", "content": "red"},
+        {"role": "user", "content": [{"type": "text", "text": "And this one?"},
+                                     {"type": "image", "image": second_image}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It is blue."}]},
+    ]}

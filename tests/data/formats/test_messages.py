@@ -1,0 +1,51 @@
+import pytest
+
+from tests.conftest import conversation, write_jsonl
+from vlmtune.data import ImagePart, RecordError, TextPart, get_reader, read_samples
+from vlmtune.data.errors import DataError
+
+
+def test_reads_multi_turn_multi_image_with_paths_relative_to_the_file(tmp_path, images):
+    sub = tmp_path / "sets"
+    sub.mkdir()
+    data = write_jsonl(sub / "train.jsonl", [conversation("../red.png", "../blue.png")])
+    [sample] = read_samples(data)
+    assert get_reader(data).name == "messages"
+    assert [m.role for m in sample.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert sample.images == [images["red.png"].resolve(), images["blue.png"].resolve()]
+    assert sample.messages[3].content == (TextPart("And this one?"), ImagePart(images["blue.png"].resolve()))
+    assert sample.messages[4].text == "It is blue."
+    assert sample.id == f"{data}:1"
+
+
+@pytest.mark.parametrize("record, field, problem", [
+    ('{"messages": [', None, "not valid JSON"),
+    ({"conversations": []}, "messages", "'messages' list"),
+    ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role", "unknown role 'bot'"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "messages", "no assistant turn"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+     "messages[1].content", "empty assistant answer"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "image": "nope.png"}]},
+                   {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "image file not found"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "image": "http://x/a.png"}]},
+                   {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "remote image"),
+    ({"messages": [{"role": "user", "content": [{"type": "video", "video": "a.mp4"}]},
+                   {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "unknown part"),
+])
+def test_bad_records_name_the_line_and_field(tmp_path, images, record, field, problem):
+    good = conversation()
+    data = write_jsonl(tmp_path / "train.jsonl", [good, good, record])
+    with pytest.raises(RecordError) as err:
+        read_samples(data, format="messages")
+    assert err.value.line == 3 and err.value.field == field
+    assert problem in str(err.value) and "train.jsonl:3" in str(err.value)
+
+
+def test_unknown_format_and_missing_file_are_clear(tmp_path):
+    with pytest.raises(DataError, match="no such data file"):
+        read_samples(tmp_path / "missing.jsonl")
+    data = write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
+    with pytest.raises(DataError, match="format not recognised"):
+        read_samples(data)
+    with pytest.raises(DataError, match="unknown data format 'llava'.*messages"):
+        read_samples(data, format="llava")

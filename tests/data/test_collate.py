@@ -1,0 +1,26 @@
+import torch
+
+from vlmtune.data import IGNORE_INDEX, Collator
+
+
+def _feature(n, n_patches):
+    return {"input_ids": torch.arange(1, n + 1), "attention_mask": torch.ones(n, dtype=torch.long),
+            "mm_token_type_ids": torch.ones(n, dtype=torch.long), "labels": torch.arange(1, n + 1),
+            "pixel_values": torch.randn(n_patches, 6), "image_grid_thw": torch.tensor([[1, 2, n_patches // 2]])}
+
+
+def test_right_padding_for_training():
+    a, b = _feature(3, 4), _feature(5, 8)
+    batch = Collator(pad_token_id=0)([a, b])
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 0, 0], [1, 2, 3, 4, 5]]
+    assert batch["labels"][0].tolist() == [1, 2, 3, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch["attention_mask"][0].tolist() == [1, 1, 1, 0, 0]
+    assert batch["mm_token_type_ids"][0].tolist() == [1, 1, 1, 0, 0]
+    assert torch.equal(batch["pixel_values"], torch.cat([a["pixel_values"], b["pixel_values"]]))
+    assert batch["image_grid_thw"].tolist() == [[1, 2, 2], [1, 2, 4]]
+
+
+def test_left_padding_for_generation():
+    batch = Collator(pad_token_id=9, padding_side="left")([_feature(2, 2), _feature(4, 2)])
+    assert batch["input_ids"].tolist() == [[9, 9, 1, 2], [1, 2, 3, 4]]
+    assert batch["attention_mask"][0].tolist() == [0, 0, 1, 1]

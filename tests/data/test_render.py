@@ -1,0 +1,107 @@
+"""Rendering parity with the processor's own chat template, and exact assistant-only labels."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import conversation, write_jsonl
+from vlmtune.data import IGNORE_INDEX, Renderer, SampleError, read_samples
+from vlmtune.data.render import load_image
+from vlmtune.models import get_family, load_processor
+
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+TRAINING_TEMPLATES = Path(__file__).parents[1] / "assets" / "chat_templates"
+
+
+def _setup(family, tiny_dir, tmp_path, record):
+    spec = get_family(family)
+    processor = load_processor(tiny_dir(family), spec)
+    [sample] = read_samples(write_jsonl(tmp_path / "d.jsonl", [record]))
+    return spec, processor, sample
+
+
+def _hf_chat(sample):
+    """The sample as a transformers chat with the PIL images inline."""
+    chat, images = sample.to_chat(), iter(load_image(p) for p in sample.images)
+    for message in chat:
+        for part in message["content"]:
+            if part["type"] == "image":
+                part["image"] = next(images)
+    return chat
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ids_match_processor_apply_chat_template(family, tiny_dir, tmp_path, images):
+    spec, processor, sample = _setup(family, tiny_dir, tmp_path, conversation())
+    ours = Renderer(processor, spec).encode(sample)
+    theirs = processor.apply_chat_template(_hf_chat(sample), tokenize=True, return_dict=True, return_tensors="pt")
+    assert ours["input_ids"].tolist() == theirs["input_ids"][0].tolist()
+    assert ours["mm_token_type_ids"].tolist() == theirs["mm_token_type_ids"][0].tolist()
+    torch.testing.assert_close(ours["pixel_values"], theirs["pixel_values"])
+    assert ours["image_grid_thw"].tolist() == theirs["image_grid_thw"].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_labels_are_exactly_the_assistant_answers_and_end_tokens(family, tiny_dir, tmp_path, images):
+    spec, processor, sample = _setup(family, tiny_dir, tmp_path, conversation())
+    features = Renderer(processor, spec).encode(sample)
+    labels, ids = features["labels"], features["input_ids"]
+    trained = labels != IGNORE_INDEX
+    assert torch.equal(labels[trained], ids[trained])
+    # Split the trained positions into contiguous runs: one per assistant turn.
+    positions = trained.nonzero().flatten().tolist()
+    runs, start = [], positions[0]
+    for a, b in zip(positions, positions[1:] + [None], strict=True):
+        if b != a + 1:
+            runs.append(ids[start:a + 1])
+            start = b
+    decode = processor.tokenizer.decode
+    assert [decode(r) for r in runs] == ["red<|im_end|>", "It is blue.<|im_end|>"]
+    # Nothing of the prompt, the images or the system turn is trained on.
+    assert not trained[features["mm_token_type_ids"] != 0].any()
+
+
+@pytest.mark.parametrize("family, template", [("qwen2_5_vl", "qwen2_5_vl_training.jinja"),
+                                              ("qwen3_vl", "qwen3_vl_training.jinja")])
+def test_labels_agree_with_the_generation_tagged_training_template(family, template, tiny_dir, tmp_path, images):
+    """The training variant of the real template (``{% generation %}`` around answers) marks the same tokens,
+    plus the newline after each end token, which the answer never has to predict."""
+    spec, processor, sample = _setup(family, tiny_dir, tmp_path, conversation())
+    ours = Renderer(processor, spec).encode(sample)["labels"] != IGNORE_INDEX
+    theirs = processor.apply_chat_template(
+        _hf_chat(sample), chat_template=(TRAINING_TEMPLATES / template).read_text(), tokenize=True,
+        return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt")
+    mask = theirs["assistant_masks"][0].bool()
+    newline = processor.tokenizer.encode("\n", add_special_tokens=False)[0]
+    after_end = torch.zeros_like(mask)
+    after_end[1:] = ours[:-1] & (theirs["input_ids"][0][:-1] == processor.tokenizer.convert_tokens_to_ids(
+        spec.turn_end))
+    assert torch.equal(mask, ours | (after_end & (theirs["input_ids"][0] == newline)))
+
+
+def test_text_only_sample_renders_without_images(tiny_dir, tmp_path):
+    record = {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]}
+    spec, processor, sample = _setup("qwen2_5_vl", tiny_dir, tmp_path, record)
+    features = Renderer(processor, spec).encode(sample)
+    assert "pixel_values" not in features
+    assert processor.tokenizer.decode(features["labels"][features["labels"] != IGNORE_INDEX]) == "hi<|im_end|>"
+
+
+def test_too_long_sample_is_refused_not_cut(tiny_dir, tmp_path, images):
+    spec, processor, sample = _setup("qwen2_5_vl", tiny_dir, tmp_path, conversation())
+    n = len(Renderer(processor, spec).encode(sample)["input_ids"])
+    with pytest.raises(SampleError, match=rf"d.jsonl:1: {n} tokens \(\d+ of them visual\) exceed data.max_length=20"):
+        Renderer(processor, spec, max_length=20).encode(sample)
+    assert len(Renderer(processor, spec, max_length=n).encode(sample)["input_ids"]) == n
+
+
+def test_generation_prompt_ends_with_the_assistant_header(tiny_dir, tmp_path, images):
+    spec, processor, sample = _setup("qwen2_5_vl", tiny_dir, tmp_path, conversation())
+    prompt, answer = sample.prompt_and_answer()
+    features = Renderer(processor, spec).encode_prompt(prompt)
+    assert answer == "It is blue."
+    n_blue = int(features["image_grid_thw"][1].prod()) // 4  # 90x120 px image after the 2x2 merge
+    assert processor.tokenizer.decode(features["input_ids"]).endswith(
+        "And this one?<|vision_start|>" + "<|image_pad|>" * n_blue
+        + "<|vision_end|><|im_end|>\n<|im_start|>assistant\n")

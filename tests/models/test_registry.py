@@ -1,0 +1,31 @@
+import pytest
+
+from vlmtune.models import UnknownFamilyError, family_names, get_family
+
+FOUNDATION_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
+
+
+def test_foundation_families_are_registered():
+    assert FOUNDATION_FAMILIES <= set(family_names())
+
+
+def test_unknown_model_type_lists_the_known_ones():
+    with pytest.raises(UnknownFamilyError, match="qwen2.5-vl.*Known: .*qwen2_5_vl"):
+        get_family("qwen2.5-vl")
+
+
+@pytest.mark.parametrize("family", sorted(FOUNDATION_FAMILIES))
+def test_every_family_can_build_a_tiny_config_and_has_its_template(family):
+    spec = get_family(family)
+    assert spec.tiny_config is not None
+    template = spec.read_chat_template()
+    assert spec.turn_end in template and spec.assistant_header.split("\n")[0].split(">")[0] in template
+
+
+def test_component_of_prefers_the_longest_prefix():
+    spec = get_family("qwen2_5_vl")
+    assert spec.component_of("model.visual.blocks.0.mlp.gate_proj") == "vision"
+    assert spec.component_of("model.visual.merger.mlp.0") == "projector"
+    assert spec.component_of("model.language_model.layers.0.mlp.gate_proj") == "language"
+    assert spec.component_of("model.visualizer") is None
+    assert spec.component_of("lm_head") == "lm_head"
