@@ -31,6 +31,7 @@ def test_fine_tuning_lifts_held_out_accuracy_from_chance_to_near_perfect(demo_ru
               if "loss" in json.loads(line)]
     assert losses[-1] < losses[0] / 3
     assert (demo / "run" / "config.yaml").is_file()
+    assert "final metrics" in (demo / "run" / "train.log").read_text()
     assert len((demo / "run" / "predictions.jsonl").read_text().splitlines()) == 100
 
 

@@ -33,6 +33,17 @@ def train(cfg: Config) -> RunResult:
     run_dir = Path(cfg.train.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
+    log_file = logging.FileHandler(run_dir / "train.log", mode="w")
+    log.addHandler(log_file)
+    log.setLevel(logging.INFO)
+    try:
+        return _train(cfg, run_dir)
+    finally:
+        log.removeHandler(log_file)
+        log_file.close()
+
+
+def _train(cfg: Config, run_dir: Path) -> RunResult:
     set_seed(cfg.train.seed)
 
     # Data first: a bad record fails in seconds, before any weights are loaded.
@@ -74,6 +85,7 @@ def train(cfg: Config) -> RunResult:
             metrics["val_accuracy"] = result.accuracy
             metrics["val_samples"] = result.n
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
 
 
