@@ -27,7 +27,7 @@ FAMILY = "qwen2_5_vl"
 # What `configs/demo.yaml` holds (a test keeps the two equal), relative to the demo folder.
 DEMO_CONFIG = {
     "model": {"path": "demo/base/model"},
-    "data": {"train": "demo/data/train.jsonl", "val": "demo/data/val.jsonl"},
+    "data": {"train": "demo/data/train.jsonl", "val": "demo/data/val.jsonl", "cache_in_memory": True},
     "lora": {"r": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     "train": {"output_dir": "demo/run", "epochs": 10, "batch_size": 8, "lr": 2e-3, "warmup_steps": 10,
               "scheduler": "cosine", "logging_steps": 75, "seed": 0},
@@ -72,7 +72,7 @@ def run_demo(root: str | Path = ".", progress: bool = True) -> dict:
     warm_cfg = load_config(None, [
         f"model.path={tiny}", f"data.train={warm}", f"train.output_dir={demo / 'base'}", "train.method=full",
         f"train.epochs={WARMUP['epochs']}", f"train.lr={WARMUP['lr']}", f"train.batch_size={WARMUP['batch_size']}",
-        f"train.progress={progress}", "train.logging_steps=30",
+        f"train.progress={progress}", "train.logging_steps=30", "data.cache_in_memory=true",
     ])
     say("[3/4] base model: full-parameter warm-up on shuffled answers, so the base knows the answer words "
         "but not the images")

@@ -24,3 +24,22 @@ def test_left_padding_for_generation():
     batch = Collator(pad_token_id=9, padding_side="left")([_feature(2, 2), _feature(4, 2)])
     assert batch["input_ids"].tolist() == [[9, 9, 1, 2], [1, 2, 3, 4]]
     assert batch["attention_mask"][0].tolist() == [0, 0, 1, 1]
+
+
+class _CountingRenderer:
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, sample):
+        self.calls += 1
+        return {"input_ids": torch.tensor([sample])}
+
+
+def test_dataset_renders_again_unless_cached():
+    from vlmtune.data import EncodedDataset
+
+    plain, cached = _CountingRenderer(), _CountingRenderer()
+    for renderer, cache in ((plain, False), (cached, True)):
+        dataset = EncodedDataset([1, 2], renderer, cache=cache)
+        assert [dataset[i]["input_ids"].item() for i in (0, 1, 0, 1)] == [1, 2, 1, 2]
+    assert plain.calls == 4 and cached.calls == 2

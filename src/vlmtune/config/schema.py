@@ -28,6 +28,9 @@ class DataConfig(_Section):
     """Per-image pixel cap (bounds visual tokens per image); None keeps the processor's value."""
     max_length: int = Field(default=4096, gt=0)
     """Longest rendered sample in tokens, visual tokens included. Longer samples are an error, never cut."""
+    cache_in_memory: bool = False
+    """Keep each rendered sample (pixel tensors included) in RAM after its first epoch: fast for small
+    sets, too much memory for large high-resolution ones."""
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> DataConfig:

@@ -10,16 +10,18 @@ from .sample import Sample
 
 
 class EncodedDataset(Dataset):
-    """Samples rendered on first use and kept: later epochs reuse the encoding."""
+    """Samples rendered when the Trainer asks for them; with ``cache`` kept for later epochs."""
 
-    def __init__(self, samples: list[Sample], renderer: Renderer):
+    def __init__(self, samples: list[Sample], renderer: Renderer, cache: bool = False):
         self.samples, self.renderer = samples, renderer
-        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+        self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self._cache is None:
+            return self.renderer.encode(self.samples[index])
         if index not in self._cache:
             self._cache[index] = self.renderer.encode(self.samples[index])
         return self._cache[index]

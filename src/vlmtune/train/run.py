@@ -58,8 +58,8 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
              format_table(parameter_table(model, spec)))
 
     renderer = Renderer(processor, spec, cfg.data.max_length)
-    train_ds = EncodedDataset(train_samples, renderer)
-    val_ds = EncodedDataset(val_samples, renderer) if val_samples else None
+    train_ds = EncodedDataset(train_samples, renderer, cache=cfg.data.cache_in_memory)
+    val_ds = EncodedDataset(val_samples, renderer, cache=cfg.data.cache_in_memory) if val_samples else None
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, run_dir, has_val=val_ds is not None),
