@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..models.spec import FamilySpec
 from .errors import SampleError
@@ -57,9 +57,25 @@ class Renderer:
         return self._process(sample, self.text(sample, add_generation_prompt=True))
 
     def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
-        images = [load_image(p) for p in sample.images]
+        self._refuse_control_tokens(sample)
+        images = []
+        for path in sample.images:
+            try:
+                images.append(load_image(path))
+            except (OSError, UnidentifiedImageError) as e:
+                raise SampleError(sample.id, f"cannot read image {path}: {e}") from None
         batch = self.processor(text=[text], images=images or None, return_tensors="pt")
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
+
+
+    def _refuse_control_tokens(self, sample: Sample) -> None:
+        # The tokenizer reads "<|im_end|>" typed in a message as the real control token: the turn would end
+        # early and the label mask would follow the injected structure instead of the data's.
+        for i, message in enumerate(sample.messages):
+            for token in self.spec.special_tokens:
+                if token in message.text:
+                    raise SampleError(sample.id, f"messages[{i}] contains the special token {token!r}, which the "
+                                      "model would read as a control token; remove it from the text")
 
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
