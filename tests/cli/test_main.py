@@ -25,3 +25,16 @@ def test_bad_data_record_stops_training_with_its_line(tmp_path, capsys):
     config.write_text(f"model:\n  path: {tmp_path / 'no-model'}\ndata:\n  train: {data}\n")
     assert main(["train", str(config)]) == 2
     assert f"{data}:2 field 'messages[0].role': unknown role 'human'" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_parameter_table_and_trains_nothing(tmp_path, tiny_dir, capsys):
+    config = tmp_path / "c.yaml"
+    out = tmp_path / "run"
+    config.write_text(f"model:\n  path: {tiny_dir('qwen2_vl')}\ndata:\n  train: unused.jsonl\n"
+                      f"train:\n  output_dir: {out}\n")
+    assert main(["train", str(config), "--dry-run", "lora.targets=[q_proj, v_proj]", "lora.r=4"]) == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()[2:]}
+    # 2 layers x (q_proj 64->64 + v_proj 64->32) with r=4: A is r x in, B is out x r.
+    assert rows["language"][0] == f"{2 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4):,}"
+    assert rows["vision"][0] == "0" and rows["projector"][0] == "0" and rows["lm_head"][0] == "0"
+    assert not out.exists()

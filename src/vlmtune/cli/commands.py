@@ -15,9 +15,17 @@ USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError)
 
 def train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..train import build_model
     from ..train import train as run_training
+    from ..train.lora import format_table, parameter_table
 
-    result = run_training(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        spec, _, model = build_model(cfg)
+        print(f"{cfg.model.path} (family {spec.name}), method {cfg.train.method}\n"
+              + format_table(parameter_table(model, spec)))
+        return 0
+    result = run_training(cfg)
     print(f"adapter: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
     for key, value in result.metrics.items():
         print(f"  {key}: {value}")

@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model from a YAML config")
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-4")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trainable-parameter table per component and exit without training")
     p.set_defaults(run=commands.train)
 
     p = sub.add_parser("predict", help="generate an answer for an image and a prompt")
@@ -40,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting `train`'s KEY=VALUE overrides at the first option (`--dry-run a=1 b=2`).
+    if extra and getattr(args, "overrides", None) is not None and all("=" in e for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.run(args) or 0

@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
@@ -13,7 +14,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from ..config import Config, dump_config
 from ..data import Collator, EncodedDataset, Renderer, read_samples
 from ..evaluate import evaluate
-from ..models import family_of, load_model, load_processor, resolve_dtype
+from ..models import FamilySpec, family_of, load_model, load_processor, resolve_dtype
 from .callbacks import MetricsFile
 from .lora import apply_lora, format_table, parameter_table, prepare_full
 
@@ -50,10 +51,7 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
     train_samples = read_samples(cfg.data.train, cfg.data.format)
     val_samples = read_samples(cfg.data.val, cfg.data.format) if cfg.data.val else []
 
-    spec = family_of(cfg.model.path)
-    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype))
-    model = apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
+    spec, processor, model = build_model(cfg)
     log.info("trainable parameters (%s, family %s):\n%s", cfg.train.method, spec.name,
              format_table(parameter_table(model, spec)))
 
@@ -87,6 +85,15 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
+
+
+def build_model(cfg: Config) -> tuple[FamilySpec, Any, torch.nn.Module]:
+    """Family spec, processor and the model with exactly the weights ``cfg`` trains left trainable."""
+    spec = family_of(cfg.model.path)
+    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
+    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype))
+    model = apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
+    return spec, processor, model
 
 
 def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArguments:
