@@ -1,3 +1,4 @@
+import jinja2
 import pytest
 
 from vlmtune.models import UnknownFamilyError, family_names, get_family
@@ -18,8 +19,11 @@ def test_unknown_model_type_lists_the_known_ones():
 def test_every_family_can_build_a_tiny_config_and_has_its_template(family):
     spec = get_family(family)
     assert spec.tiny_config is not None
-    template = spec.read_chat_template()
-    assert spec.turn_end in template and spec.assistant_header.split("\n")[0].split(">")[0] in template
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    template = jinja2.Template(spec.read_chat_template())
+    # The spec's assistant header and end-of-turn token are what the real template writes around an answer.
+    assert template.render(messages=chat).endswith(spec.assistant_header + "yo" + spec.turn_end + "\n")
+    assert template.render(messages=chat[:1], add_generation_prompt=True).endswith(spec.assistant_header)
 
 
 def test_component_of_prefers_the_longest_prefix():

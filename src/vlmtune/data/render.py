@@ -67,7 +67,6 @@ class Renderer:
         batch = self.processor(text=[text], images=images or None, return_tensors="pt")
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
 
-
     def _refuse_control_tokens(self, sample: Sample) -> None:
         # The tokenizer reads "<|im_end|>" typed in a message as the real control token: the turn would end
         # early and the label mask would follow the injected structure instead of the data's.
