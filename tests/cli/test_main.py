@@ -17,12 +17,13 @@ def test_unknown_family_is_one_clear_line(tmp_path, capsys):
     assert "model_type='qwen2.5-vl'" in err and "qwen2_5_vl" in err and "Traceback" not in err
 
 
-def test_bad_data_record_stops_training_with_its_line(tmp_path, capsys):
+def test_bad_data_record_stops_training_with_its_line_when_asked_to(tmp_path, tiny_dir, capsys):
     data = tmp_path / "t.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
                     '{"messages": [{"role": "human", "content": "hi"}]}\n')
     config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  path: {tmp_path / 'no-model'}\ndata:\n  train: {data}\n")
+    config.write_text(f"model:\n  path: {tiny_dir('qwen2_vl')}\ndata:\n  train: {data}\n  on_bad_record: fail\n"
+                      f"train:\n  output_dir: {tmp_path / 'run'}\n")
     assert main(["train", str(config)]) == 2
     assert f"{data}:2 field 'messages[0].role': unknown role 'human'" in capsys.readouterr().err
 

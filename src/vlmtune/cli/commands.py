@@ -21,7 +21,10 @@ def train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        spec, _, model = build_model(cfg)
+        from ..models import family_of
+
+        spec = family_of(cfg.model.path)
+        model = build_model(cfg, spec)
         print(f"{cfg.model.path} (family {spec.name}), method {cfg.train.method}\n"
               + format_table(parameter_table(model, spec)))
         return 0
@@ -67,3 +70,50 @@ def demo(args: argparse.Namespace) -> int:
 
     scores = run_demo(args.root, progress=not args.no_progress)
     return 0 if scores["tuned_accuracy"] > scores["base_accuracy"] else 1
+
+
+def _read_options(args: argparse.Namespace):
+    from ..data.formats import ReadOptions
+
+    columns = {}
+    for item in args.column:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise DataError(f"--column {item!r}: expected FIELD=COLUMN, e.g. --column image=image_path")
+        columns[key] = value
+    return ReadOptions(columns=columns, prompt=args.prompt, system=args.system,
+                       media_root=Path(args.media_root) if args.media_root else None,
+                       allow_outside_root=args.allow_outside_root)
+
+
+def data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from ..data.check import check_dataset
+
+    renderer = None
+    if args.model:
+        from ..data import Renderer
+        from ..models import family_of, load_processor
+
+        spec = family_of(args.model)
+        processor = load_processor(args.model, spec, args.min_pixels, args.max_pixels)
+        renderer = Renderer(processor, spec, args.max_length)
+    report = check_dataset(args.path, args.format, _read_options(args), renderer)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
+def data_convert(args: argparse.Namespace) -> int:
+    from ..data.convert import convert
+
+    print(convert(args.path, args.output, args.format, _read_options(args)))
+    return 0
+
+
+def data_split(args: argparse.Namespace) -> int:
+    from ..data.convert import split
+
+    out = Path(args.output_dir) if args.output_dir else Path(args.path).parent
+    print(split(args.path, out, args.val, args.seed, args.format, _read_options(args)))
+    return 0

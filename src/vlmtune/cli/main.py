@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.set_defaults(run=commands.predict)
 
+    _add_data_commands(sub)
+
     p = sub.add_parser("make-tiny-model", help="write a tiny random-init model of a family (no download)")
     p.add_argument("--family", required=True, help="transformers model_type, e.g. qwen2_5_vl")
     p.add_argument("out_dir")
@@ -39,6 +41,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=commands.demo)
     return parser
+
+
+def _add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="check, convert and split datasets").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION")
+
+    def source(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", help="data file (or folder, or dataset_info.json#NAME)")
+        p.add_argument("--format", default="auto", help="reader name (default: detected)")
+        p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                       help="table/HF column for a field: image, prompt, answer, system")
+        p.add_argument("--prompt", help="fixed user prompt for rows without a prompt column")
+        p.add_argument("--system", help="system prompt for samples that have none")
+        p.add_argument("--media-root", help="folder image paths are relative to (default: the data file's)")
+        p.add_argument("--allow-outside-root", action="store_true",
+                       help="accept image paths outside the media root (absolute or ..)")
+
+    p = data.add_parser("check", help="report every problem in a dataset, with its line; exit 1 if any")
+    source(p)
+    p.add_argument("--model", help="checkpoint folder: also count tokens and flag samples over --max-length")
+    p.add_argument("--max-length", type=int, default=4096, help="token budget per sample (default 4096)")
+    p.add_argument("--min-pixels", type=int)
+    p.add_argument("--max-pixels", type=int)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=commands.data_check)
+
+    p = data.add_parser("convert", help="write a dataset in the canonical messages JSONL form")
+    source(p)
+    p.add_argument("--to", default="messages", choices=["messages"])
+    p.add_argument("-o", "--output", required=True, help="output .jsonl file")
+    p.set_defaults(run=commands.data_convert)
+
+    p = data.add_parser("split", help="deterministic train/validation split")
+    source(p)
+    p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output-dir", help="folder for train.jsonl and val.jsonl (default: the input's)")
+    p.set_defaults(run=commands.data_split)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except commands.USER_ERRORS as e:
-        print(f"vlmtune {args.command}: error: {e}", file=sys.stderr)
+        name = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        print(f"vlmtune {name}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,10 +28,33 @@ class DataConfig(_Section):
     max_pixels: int | None = Field(default=None, gt=0)
     """Per-image pixel cap (bounds visual tokens per image); None keeps the processor's value."""
     max_length: int = Field(default=4096, gt=0)
-    """Longest rendered sample in tokens, visual tokens included. Longer samples are an error, never cut."""
+    """Longest rendered sample in tokens, visual tokens included. Longer samples are never cut (see on_too_long)."""
     cache_in_memory: bool = False
     """Keep each rendered sample (pixel tensors included) in RAM after its first epoch: fast for small
     sets, too much memory for large high-resolution ones."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Table/HF-dataset columns: canonical field (image, prompt, answer, system) -> column name."""
+    prompt: str | None = None
+    """Fixed user prompt for tables without a prompt column (e.g. image_path,caption)."""
+    system: str | None = None
+    """System prompt added to samples that have none."""
+    media_root: str | None = None
+    """Folder image paths are relative to; default: each data file's folder."""
+    allow_outside_root: bool = False
+    """Accept image paths that resolve outside the media root (absolute paths, ``..``)."""
+    on_bad_record: Literal["drop", "fail"] = "drop"
+    """A record that cannot be used (malformed, image missing or corrupt): drop it and report the count, or
+    stop. Training refuses to start when no record is usable."""
+    on_too_long: Literal["drop", "fail"] = "drop"
+    """A sample over max_length (visual tokens included): drop it and report the count, or stop. It is never
+    truncated: a cut inside the image tokens breaks the model's inputs."""
+
+    def read_options(self):
+        from ..data.formats import ReadOptions
+
+        return ReadOptions(columns=self.columns, prompt=self.prompt, system=self.system,
+                           media_root=self.media_root and Path(self.media_root),
+                           allow_outside_root=self.allow_outside_root)
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> DataConfig:

@@ -7,14 +7,16 @@ end-of-turn token, the way the families' own fine-tuning code masks them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..models import grounding  # the module, not its names: it imports this package (circular at import time)
 from ..models.spec import FamilySpec
 from .errors import SampleError
-from .sample import Sample
+from .sample import GroundingPart, Sample
 
 IGNORE_INDEX = -100
 
@@ -22,6 +24,12 @@ IGNORE_INDEX = -100
 def load_image(path) -> Image.Image:
     with Image.open(path) as im:
         return im.convert("RGB")
+
+
+def image_size(path) -> grounding.Size:
+    """``(width, height)`` of an image file, from its header (the pixels are not decoded)."""
+    with Image.open(path) as im:
+        return im.size
 
 
 class Renderer:
@@ -34,8 +42,45 @@ class Renderer:
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
 
     def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
+        """The conversation as the chat template writes it; boxes and points in the family's grounding syntax."""
+        ground = self._grounder(sample) if sample.has_grounding else None
         return self.processor.apply_chat_template(
-            sample.to_chat(), tokenize=False, add_generation_prompt=add_generation_prompt)
+            sample.to_chat(ground=ground), tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def model_size(self, original_size: grounding.Size) -> grounding.Size:
+        """``(width, height)`` this renderer's image processor resizes an ``original_size`` image to.
+
+        With ``spec.grounding.parse(text, original_size, model_size)`` it maps predicted coordinates back to
+        pixels of the original image.
+        """
+        ip = self.processor.image_processor
+        size = getattr(ip, "size", None) or {}
+        # transformers 5 keeps the pixel limits in size={shortest_edge, longest_edge}; older ones as attributes.
+        min_pixels = size.get("shortest_edge") or getattr(ip, "min_pixels", None)
+        max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None)
+        if min_pixels is None or max_pixels is None:
+            raise ValueError(f"cannot read the pixel limits of {type(ip).__name__} (size={size!r})")
+        patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
+        factor = patch * merge if patch and merge else self.spec.image_factor
+        return grounding.model_image_size(original_size, factor, min_pixels, max_pixels)
+
+    def _grounder(self, sample: Sample) -> Callable[[GroundingPart], str]:
+        """Writes a box or point of ``sample`` in the family's syntax, for :meth:`Sample.to_chat`."""
+        convention, paths = self.spec.grounding, sample.images
+        if convention is None:
+            raise SampleError(sample.id, f"has boxes or points, but family {self.spec.name} has no grounding syntax")
+
+        def ground(part: GroundingPart) -> str:
+            if not 0 <= part.image < len(paths):
+                raise SampleError(sample.id, f"a box or point refers to image {part.image}, but the sample has "
+                                  f"{len(paths)} image(s)")
+            try:
+                original = image_size(paths[part.image])
+            except (OSError, UnidentifiedImageError) as e:
+                raise SampleError(sample.id, f"cannot read image {paths[part.image]}: {e}") from None
+            return convention.format(part, original, self.model_size(original))
+
+        return ground
 
     def encode(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Inputs and labels of one training sample (1-D sequences, no batch dimension)."""
@@ -55,6 +100,20 @@ class Renderer:
     def encode_prompt(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Inputs for generating the next assistant turn of ``sample`` (which ends before it)."""
         return self._process(sample, self.text(sample, add_generation_prompt=True))
+
+    def count_tokens(self, sample: Sample, image_sizes: list[tuple[int, int]]) -> tuple[int, int]:
+        """``(text, visual)`` token counts of the rendered sample, from image sizes ``(w, h)`` alone.
+
+        Equal to ``len(encode(sample)["input_ids"])`` split in two, without decoding any pixels, so a whole
+        dataset can be measured before training. Each image is one placeholder token in the template text,
+        which the processor expands to the image's visual tokens.
+        """
+        self._refuse_control_tokens(sample)
+        ids = self.processor.tokenizer(self.text(sample), add_special_tokens=False)["input_ids"]
+        if not image_sizes:
+            return len(ids), 0
+        counts = self.processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])
+        return len(ids) - len(image_sizes), sum(counts["num_image_tokens"])
 
     def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
         self._refuse_control_tokens(sample)

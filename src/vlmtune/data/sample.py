@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,7 +22,27 @@ class ImagePart:
     """Absolute path of the image file (readers resolve it against the data file's folder)."""
 
 
-Part = TextPart | ImagePart
+@dataclass(frozen=True)
+class BoxPart:
+    """A bounding box ``(x1, y1, x2, y2)`` in pixels of the ORIGINAL image ``image`` (index into the
+    sample's images). Rendering writes it in the model family's grounding syntax."""
+
+    box: tuple[float, float, float, float]
+    image: int = 0
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class PointPart:
+    """A point ``(x, y)`` (e.g. a click) in pixels of the ORIGINAL image ``image``."""
+
+    point: tuple[float, float]
+    image: int = 0
+    label: str | None = None
+
+
+GroundingPart = BoxPart | PointPart
+Part = TextPart | ImagePart | BoxPart | PointPart
 
 
 @dataclass(frozen=True)
@@ -31,7 +52,12 @@ class Message:
 
     @property
     def text(self) -> str:
+        """The message's text parts joined (grounding parts left out)."""
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_answer(self) -> bool:
+        return bool(self.text.strip()) or any(isinstance(p, BoxPart | PointPart) for p in self.content)
 
 
 @dataclass(frozen=True)
@@ -47,12 +73,29 @@ class Sample:
     def images(self) -> list[Path]:
         return [p.path for m in self.messages for p in m.content if isinstance(p, ImagePart)]
 
-    def to_chat(self, upto: int | None = None) -> list[dict]:
-        """Messages in the form chat templates take (``{"type": "image"}`` stands for each image)."""
+    @property
+    def has_grounding(self) -> bool:
+        return any(isinstance(p, BoxPart | PointPart) for m in self.messages for p in m.content)
+
+    def to_chat(self, upto: int | None = None,
+                ground: Callable[[GroundingPart], str] | None = None) -> list[dict]:
+        """Messages in the form chat templates take (``{"type": "image"}`` stands for each image).
+
+        ``ground`` writes a box or point as text in the model family's syntax; it is required when the
+        sample has any.
+        """
         chat = []
         for message in self.messages[:upto]:
-            content = [{"type": "image"} if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
-                       for p in message.content]
+            content = []
+            for p in message.content:
+                if isinstance(p, ImagePart):
+                    content.append({"type": "image"})
+                elif isinstance(p, TextPart):
+                    content.append({"type": "text", "text": p.text})
+                elif ground is None:
+                    raise ValueError(f"{self.id}: has boxes or points but no grounding convention was given")
+                else:
+                    content.append({"type": "text", "text": ground(p)})
             chat.append({"role": message.role, "content": content})
         return chat
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .grounding import GroundingConvention
 from .registry import register_family
 from .spec import FamilySpec
 
@@ -80,6 +81,23 @@ def _tiny_qwen3_vl(ids: Mapping[str, int]):
     )
 
 
+# Grounding. The three families differ in syntax and coordinate space; see GroundingConvention.source.
+_QWEN2_VL_GROUNDING = GroundingConvention(syntax="ref_box_tokens", grid=1000, source=(
+    "Qwen2-VL: special tokens around integers on a 0-1000 grid, round(x / w * 1000) clamped to 0..1000 "
+    "(QwenLM/Qwen2.5-VL qwen-vl-finetune/tools/process_bbox.ipynb convert_to_qwen2vl_format; ms-swift "
+    "docs/source_en/Customization/Custom-dataset.md, grounding example: boxes '<|object_ref_start|>a dog"
+    "<|object_ref_end|><|box_start|>(221,423),(569,886)<|box_end|>', a click point '<|box_start|>(246,113)"
+    "<|box_end|>', i.e. one pair, no ref)."))
+_QWEN2_5_VL_GROUNDING = GroundingConvention(syntax="json", grid=None, source=(
+    "Qwen2.5-VL: cookbook JSON with absolute integer pixels of the image after smart_resize "
+    "(QwenLM/Qwen2.5-VL cookbooks/spatial_understanding.ipynb, which maps back with bbox_2d / input_width * width; "
+    "QwenLM/Qwen3-VL issue #676, maintainer: 'absolute coordinates based on the actual input size of the image "
+    "... the size after processor'; process_bbox.ipynb convert_to_qwen25vl_format scales by resized/original)."))
+_QWEN3_VL_GROUNDING = GroundingConvention(syntax="json", grid=1000, source=(
+    "Qwen3-VL: cookbook JSON on a relative 0-1000 grid (QwenLM/Qwen3-VL README: 'default coordinate system has "
+    "been changed from the absolute coordinates used in Qwen2.5-VL to relative coordinates ranging from 0 to "
+    "1000'; cookbooks/2d_grounding.ipynb maps back with bbox_2d / 1000 * width)."))
+
 _COMPONENTS = {
     "vision": ("model.visual",),
     "projector": ("model.visual.merger",),
@@ -100,11 +118,13 @@ _QWEN2_COMMON = dict(
 
 QWEN2_VL = register_family(FamilySpec(
     name="qwen2_vl", model_class="Qwen2VLForConditionalGeneration", processor_class="Qwen2VLProcessor",
-    tiny_config=_tiny_qwen2_vl, source="https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct", **_QWEN2_COMMON,
+    tiny_config=_tiny_qwen2_vl, grounding=_QWEN2_VL_GROUNDING,
+    source="https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct", **_QWEN2_COMMON,
 ))
 QWEN2_5_VL = register_family(FamilySpec(
     name="qwen2_5_vl", model_class="Qwen2_5_VLForConditionalGeneration", processor_class="Qwen2_5_VLProcessor",
-    tiny_config=_tiny_qwen2_5_vl, source="https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct", **_QWEN2_COMMON,
+    tiny_config=_tiny_qwen2_5_vl, grounding=_QWEN2_5_VL_GROUNDING,
+    source="https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct", **_QWEN2_COMMON,
 ))
 QWEN3_VL = register_family(FamilySpec(
     name="qwen3_vl", model_class="Qwen3VLForConditionalGeneration", processor_class="Qwen3VLProcessor",
@@ -116,6 +136,7 @@ QWEN3_VL = register_family(FamilySpec(
     components={**_COMPONENTS, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")},
     language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=32, min_pixels=65536, max_pixels=16777216,
-    tiny_config=_tiny_qwen3_vl, tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2},
+    tiny_config=_tiny_qwen3_vl, grounding=_QWEN3_VL_GROUNDING,
+    tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2},
     source="https://huggingface.co/Qwen/Qwen3-VL-8B-Instruct",
 ))

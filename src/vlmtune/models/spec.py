@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported for the annotation only: grounding imports vlmtune.data, which imports this module
+    from .grounding import GroundingConvention
 
 # Components of a vision-language model, in the order a parameter table lists them.
 COMPONENTS = ("vision", "projector", "language", "lm_head")
@@ -54,6 +57,8 @@ class FamilySpec:
     """Builds a small random-init config given the tokenizer's special-token ids (for tests and the demo)."""
     tiny_image_processor: Mapping[str, Any] = field(default_factory=dict)
     """Image-processor settings of the tiny model (patch size etc.)."""
+    grounding: GroundingConvention | None = None
+    """How boxes and points are written as text (None: the family has no grounding syntax)."""
     source: str = ""
     """Model card the facts above were taken from."""
 

@@ -6,13 +6,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from ..config import Config, dump_config
-from ..data import Collator, EncodedDataset, Renderer, read_samples
+from ..config.schema import DataConfig
+from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
+from ..data.check import TOO_LONG, check_dataset
 from ..evaluate import evaluate
 from ..models import FamilySpec, family_of, load_model, load_processor, resolve_dtype
 from .callbacks import MetricsFile
@@ -47,15 +48,17 @@ def train(cfg: Config) -> RunResult:
 def _train(cfg: Config, run_dir: Path) -> RunResult:
     set_seed(cfg.train.seed)
 
-    # Data first: a bad record fails in seconds, before any weights are loaded.
-    train_samples = read_samples(cfg.data.train, cfg.data.format)
-    val_samples = read_samples(cfg.data.val, cfg.data.format) if cfg.data.val else []
+    # Data first: every record is checked in seconds, before any weights are loaded.
+    spec = family_of(cfg.model.path)
+    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
+    renderer = Renderer(processor, spec, cfg.data.max_length)
+    train_samples = checked_samples(cfg.data.train, cfg.data, renderer, "data.train")
+    val_samples = checked_samples(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else []
 
-    spec, processor, model = build_model(cfg)
+    model = build_model(cfg, spec)
     log.info("trainable parameters (%s, family %s):\n%s", cfg.train.method, spec.name,
              format_table(parameter_table(model, spec)))
 
-    renderer = Renderer(processor, spec, cfg.data.max_length)
     train_ds = EncodedDataset(train_samples, renderer, cache=cfg.data.cache_in_memory)
     val_ds = EncodedDataset(val_samples, renderer, cache=cfg.data.cache_in_memory) if val_samples else None
     trainer = Trainer(
@@ -87,13 +90,37 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
 
 
-def build_model(cfg: Config) -> tuple[FamilySpec, Any, torch.nn.Module]:
-    """Family spec, processor and the model with exactly the weights ``cfg`` trains left trainable."""
-    spec = family_of(cfg.model.path)
-    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
+def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -> list[Sample]:
+    """The usable samples of a data file, after the checks of ``vlmtune data check``.
+
+    Unusable records and over-long samples are dropped with a count (or stop the run, per
+    ``data.on_bad_record`` / ``data.on_too_long``); a file with no usable sample stops it, naming why.
+    """
+    report = check_dataset(path, data.format, data.read_options(), renderer)
+    too_long = [p for p in report.problems if p.kind == TOO_LONG]
+    invalid = [p for p in report.problems if p.kind != TOO_LONG]
+    for problems, policy, what in ((invalid, "on_bad_record", "unusable"), (too_long, "on_too_long",
+                                                                             "over max_length")):
+        if not problems:
+            continue
+        if getattr(data, policy) == "fail":
+            raise DataError(f"{key}: {len(problems)} of {report.records} records {what} (data.{policy}=fail); "
+                            f"first: {problems[0]}")
+        log.warning("%s: dropped %d of %d records as %s, e.g. %s", key, len(problems), report.records, what,
+                    problems[0])
+    if not report.samples:
+        reasons = "; ".join(f"{n}x {r}" for r, n in report.counts_by_reason().most_common(3))
+        raise DataError(f"{key}: no usable sample in {path} ({report.records} records): {reasons or 'empty file'}; "
+                        f"run `vlmtune data check {path}` for the full list")
+    log.info("%s: %d samples from %s (format %s)", key, len(report.samples), path, report.format)
+    return report.samples
+
+
+def build_model(cfg: Config, spec: FamilySpec | None = None) -> torch.nn.Module:
+    """The model with exactly the weights ``cfg`` trains left trainable."""
+    spec = spec or family_of(cfg.model.path)
     model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype))
-    model = apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
-    return spec, processor, model
+    return apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
 
 
 def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArguments:

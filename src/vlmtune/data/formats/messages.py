@@ -1,12 +1,16 @@
-"""JSONL in the ``messages`` form (OpenAI / TRL style).
+"""JSONL in the ``messages`` form (OpenAI / TRL style), vlmtune's canonical form.
 
 One JSON object a line::
 
     {"messages": [{"role": "user", "content": [{"type": "image", "image": "a.jpg"},
-                                               {"type": "text", "text": "What is shown?"}]},
-                  {"role": "assistant", "content": "A cat."}]}
+                                               {"type": "text", "text": "Where is the cat?"}]},
+                  {"role": "assistant", "content": [{"type": "box", "box": [10, 20, 110, 140],
+                                                     "label": "cat"}]}]}
 
-``content`` is a string or a list of parts; image paths are relative to the data file's folder.
+``content`` is a string or a list of parts: ``text``, ``image`` (path relative to the data file's folder;
+``image_url`` / ``value`` spellings of LLaMA-Factory's typed JSONL are accepted too), and ``box`` / ``point``
+in pixels of the original image (``"image": k`` picks the sample's k-th image; default: the last image
+before it). Boxes are written in the model family's grounding syntax when rendered.
 """
 
 from __future__ import annotations
@@ -17,82 +21,104 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecordError
-from ..sample import ROLES, ImagePart, Message, Part, Sample, TextPart
+from ..sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
 from . import register_reader
+from .common import ReadOptions, Where, finish, parse_each
+
+_VISION_TAG = "<|vision_start|>"
 
 
 class MessagesReader:
     name = "messages"
 
     def detect(self, path: Path, first_record: Any) -> bool:
-        return isinstance(first_record, dict) and isinstance(first_record.get("messages"), list)
+        if not isinstance(first_record, dict) or not isinstance(first_record.get("messages"), list):
+            return False
+        contents = [m.get("content") for m in first_record["messages"] if isinstance(m, dict)]
+        return any(isinstance(c, list) for c in contents) or (
+            "images" not in first_record and not any(isinstance(c, str) and _VISION_TAG in c for c in contents))
 
-    def read(self, path: Path) -> Iterator[Sample]:
-        root = path.resolve().parent
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(path, line_no, f"not valid JSON: {e.msg} at column {e.colno}") from None
-                yield parse_record(record, path, line_no, root)
+    def read(self, path: Path, options: ReadOptions) -> Iterator[Sample | RecordError]:
+        return parse_each(path, options, parse_record)
 
 
-def parse_record(record: Any, path: Path, line: int, root: Path) -> Sample:
+def parse_record(record: Any, where: Where) -> Sample:
     """Turn one ``{"messages": [...]}`` record into a Sample, or raise a RecordError naming the field."""
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-        raise RecordError(path, line, "expected an object with a 'messages' list", field="messages")
-    messages = []
+        raise where.error("expected an object with a 'messages' list", "messages")
+    if _is_sharegpt(record):
+        from .sharegpt import parse_sharegpt  # string turns with <image> placeholders and an images list
+
+        return parse_sharegpt(record, where)
+    messages: list[Message] = []
+    n_images = 0
     for i, raw in enumerate(record["messages"]):
-        where = f"messages[{i}]"
+        field = f"messages[{i}]"
         if not isinstance(raw, dict):
-            raise RecordError(path, line, "a message must be an object with 'role' and 'content'", field=where)
+            raise where.error("a message must be an object with 'role' and 'content'", field)
         role = raw.get("role")
         if role not in ROLES:
-            raise RecordError(path, line, f"unknown role {role!r}; expected one of {', '.join(ROLES)}",
-                              field=f"{where}.role")
-        parts = _parse_content(raw.get("content"), path, line, f"{where}.content", root)
-        if role == "assistant":
-            if any(isinstance(p, ImagePart) for p in parts):
-                raise RecordError(path, line, "assistant turns cannot contain images", field=f"{where}.content")
-            if not "".join(p.text for p in parts if isinstance(p, TextPart)).strip():
-                raise RecordError(path, line, "empty assistant answer", field=f"{where}.content")
+            raise where.error(f"unknown role {role!r}; expected one of {', '.join(ROLES)}", f"{field}.role")
+        parts = _parse_content(raw.get("content"), where, f"{field}.content", n_images)
+        if role == "assistant" and any(isinstance(p, ImagePart) for p in parts):
+            raise where.error("assistant turns cannot contain images", f"{field}.content")
+        n_images += sum(isinstance(p, ImagePart) for p in parts)
         messages.append(Message(role=role, content=tuple(parts)))
-    if not any(m.role == "assistant" for m in messages):
-        raise RecordError(path, line, "no assistant turn: nothing to train on", field="messages")
     meta = {k: v for k, v in record.items() if k != "messages"}
-    return Sample(messages=tuple(messages), id=f"{path}:{line}", meta=meta)
+    return finish(messages, where, meta)
 
 
-def _parse_content(content: Any, path: Path, line: int, where: str, root: Path) -> list[Part]:
+def _is_sharegpt(record: dict) -> bool:
+    contents = [m.get("content") for m in record["messages"] if isinstance(m, dict)]
+    tags = ("<image>", "<video>", "<audio>")
+    return not any(isinstance(c, list) for c in contents) and (
+        any(k in record for k in ("images", "videos", "audios"))
+        or any(isinstance(c, str) and any(t in c for t in tags) for c in contents))
+
+
+def _parse_content(content: Any, where: Where, field: str, n_images: int) -> list[Part]:
     if isinstance(content, str):
         return [TextPart(content)]
     if not isinstance(content, list):
-        raise RecordError(path, line, "content must be a string or a list of parts", field=where)
+        raise where.error("content must be a string or a list of parts", field)
     parts: list[Part] = []
     for j, part in enumerate(content):
-        field = f"{where}[{j}]"
+        at = f"{field}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
-        elif kind == "image":
-            ref = part.get("image", part.get("path"))
-            if not isinstance(ref, str) or not ref:
-                raise RecordError(path, line, "image part needs an 'image' file path", field=field)
-            if "://" in ref:
-                raise RecordError(path, line, f"remote image {ref!r} is not fetched; download it and give a "
-                                  "local path", field=field)
-            image = (root / ref).resolve()
-            if not image.is_file():
-                raise RecordError(path, line, f"image file not found {ref!r}", field=field,
-                                  hint=f"resolved against {root}")
-            parts.append(ImagePart(image))
+        text = part.get("text", part.get("value")) if kind == "text" else None
+        if kind == "text" and isinstance(text, str):
+            parts.append(TextPart(text))
+        elif kind in ("image", "image_url"):
+            ref = part.get("image", part.get("path", part.get("value", part.get("image_url"))))
+            if isinstance(ref, dict):  # OpenAI: {"type": "image_url", "image_url": {"url": ...}}
+                ref = ref.get("url")
+            parts.append(where.image(ref, at))
+            n_images += 1
+        elif kind in ("box", "point"):
+            parts.append(_grounding_part(part, kind, where, at, n_images))
         else:
-            raise RecordError(path, line, f"unknown part {json.dumps(part)[:80]}; expected "
-                              "{'type': 'text', 'text': ...} or {'type': 'image', 'image': PATH}", field=field)
+            raise where.error(f"unknown part {json.dumps(part)[:80]}; expected a text, image, box or point part", at)
     return parts
+
+
+def _grounding_part(part: dict, kind: str, where: Where, field: str, n_images: int) -> BoxPart | PointPart:
+    size = 4 if kind == "box" else 2
+    coords = part.get(kind)
+    if (not isinstance(coords, list) or len(coords) != size
+            or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)):
+        raise where.error(f"'{kind}' must be a list of {size} numbers (pixels of the original image)", field)
+    image = part.get("image", n_images - 1)
+    if not isinstance(image, int) or not 0 <= image < max(n_images, 1) or n_images == 0:
+        raise where.error(f"{kind} refers to image {image!r} but only {n_images} image(s) come before it", field)
+    label = part.get("label")
+    if label is not None and not isinstance(label, str):
+        raise where.error("'label' must be a string", field)
+    if kind == "box":
+        x1, y1, x2, y2 = (float(c) for c in coords)
+        if x2 < x1 or y2 < y1 or min(coords) < 0:
+            raise where.error(f"box {coords} is not (x1, y1, x2, y2) with x1 <= x2, y1 <= y2, all >= 0", field)
+        return BoxPart((x1, y1, x2, y2), image, label)
+    return PointPart((float(coords[0]), float(coords[1])), image, label)
 
 
 register_reader(MessagesReader())

@@ -1,0 +1,206 @@
+"""Find every problem in a dataset before training: unreadable records, missing or corrupt images, boxes off
+the image, and (with a processor) samples longer than the token budget. Training runs the same checks.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError, RecordError
+from .formats import ReadOptions, read_dataset
+from .sample import BoxPart, PointPart, Sample
+
+TOO_LONG = "too_long"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one record or sample cannot be used, and where it is (``file:line``)."""
+
+    where: str
+    problem: str
+    field: str | None = None
+    kind: str = "invalid"
+    """``invalid`` (unreadable, malformed, missing or corrupt image) or ``too_long``."""
+
+    def __str__(self) -> str:
+        return f"{self.where}" + (f" field {self.field!r}" if self.field else "") + f": {self.problem}"
+
+    @classmethod
+    def from_error(cls, error: RecordError) -> Problem:
+        problem = error.problem + (f" ({error.hint})" if error.hint else "")
+        return cls(error.where, problem, error.field)
+
+
+@dataclass
+class CheckReport:
+    """What ``vlmtune data check`` prints: counts, problems and token-length statistics."""
+
+    source: str
+    format: str
+    records: int = 0
+    samples: list[Sample] = field(default_factory=list, repr=False)
+    """The usable samples, in file order."""
+    problems: list[Problem] = field(default_factory=list)
+    images: int = 0
+    turns: int = 0
+    lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    """``(text tokens, visual tokens)`` of each usable sample, when a processor was given."""
+    max_length: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts_by_reason(self) -> Counter:
+        return Counter(_reason(p.problem) for p in self.problems)
+
+    def length_stats(self) -> dict[str, dict[str, float]]:
+        if not self.lengths:
+            return {}
+        columns = {"total": [t + v for t, v in self.lengths], "text": [t for t, _ in self.lengths],
+                   "visual": [v for _, v in self.lengths]}
+        return {name: _stats(values) for name, values in columns.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "format": self.format, "records": self.records, "usable": len(self.samples),
+            "unusable": len(self.problems), "images": self.images, "turns": self.turns,
+            "max_length": self.max_length, "tokens": self.length_stats(),
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def summary(self, limit: int = 50) -> str:
+        lines = [f"{self.source}: format {self.format}, {self.records} records, {len(self.samples)} usable, "
+                 f"{len(self.problems)} unusable; {self.images} images, {self.turns} turns"]
+        stats = self.length_stats()
+        if stats:
+            lines.append(f"tokens per sample (max_length {self.max_length}):")
+            for name, s in stats.items():
+                lines.append(f"  {name:<6} min {s['min']:.0f}  median {s['median']:.0f}  p95 {s['p95']:.0f}  "
+                             f"max {s['max']:.0f}")
+        if self.problems:
+            lines.append("problems:")
+            lines += [f"  {p}" for p in self.problems[:limit]]
+            if len(self.problems) > limit:
+                lines.append(f"  ... and {len(self.problems) - limit} more (--json lists all)")
+        return "\n".join(lines)
+
+
+def _reason(problem: str) -> str:
+    """The kind of a problem, without its particulars: "unknown role 'bot'; ..." -> "unknown role ..."."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\S*\d\S*", "...", problem.split(";")[0].split(" (")[0]).strip()[:80]
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"min": ordered[0], "median": statistics.median(ordered), "p95": p95, "max": ordered[-1],
+            "mean": statistics.fmean(ordered)}
+
+
+class ImageProblem(ValueError):
+    pass
+
+
+def inspect_image(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image after checking it decodes; ImageProblem says why it does not."""
+    try:
+        if path.stat().st_size == 0:
+            raise ImageProblem("empty image file (0 bytes)")
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > Image.MAX_IMAGE_PIXELS:
+                raise ImageProblem(f"image is {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS} pixel "
+                                   "safety limit for decoding; downscale it first")
+            if width == 0 or height == 0:
+                raise ImageProblem(f"image has no pixels ({width}x{height})")
+            # JPEG draft mode decodes at 1/8 scale: truncated files still fail, at a fraction of the cost.
+            im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            im.load()
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageProblem(f"image is over the pixel safety limit for decoding ({e}); downscale it first") from None
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ImageProblem(f"cannot decode image: {e}") from None
+    return width, height
+
+
+def check_samples(samples: list[Sample], renderer: Any = None) -> tuple[list[Sample], list[Problem],
+                                                                          list[tuple[int, int]]]:
+    """Usable samples, the problems of the others, and token lengths (with a renderer)."""
+    sizes: dict[Path, tuple[int, int] | str] = {}
+    good, problems, lengths = [], [], []
+    for sample in samples:
+        problem = _image_problem(sample, sizes)
+        if problem:
+            problems.append(Problem(sample.id, problem))
+            continue
+        if renderer is not None:
+            try:
+                text, visual = renderer.count_tokens(sample, [sizes[p] for p in sample.images])
+            except DataError as e:
+                problems.append(Problem(sample.id, getattr(e, "problem", str(e))))
+                continue
+            if renderer.max_length is not None and text + visual > renderer.max_length:
+                problems.append(Problem(sample.id, (
+                    f"{text + visual} tokens ({visual} visual) exceed max_length={renderer.max_length}; it is "
+                    "never cut (that would split image tokens or drop the answer). Raise data.max_length or "
+                    "lower data.max_pixels"), kind=TOO_LONG))
+                continue
+            lengths.append((text, visual))
+        good.append(sample)
+    return good, problems, lengths
+
+
+def _image_problem(sample: Sample, sizes: dict) -> str | None:
+    for path in sample.images:
+        if path not in sizes:
+            try:
+                sizes[path] = inspect_image(path)
+            except ImageProblem as e:
+                sizes[path] = str(e)
+        if isinstance(sizes[path], str):
+            return f"{path.name}: {sizes[path]}"
+    images = sample.images
+    for message in sample.messages:
+        for part in message.content:
+            if isinstance(part, BoxPart | PointPart):
+                width, height = sizes[images[part.image]]
+                coords = part.box if isinstance(part, BoxPart) else part.point
+                xs, ys = coords[0::2], coords[1::2]
+                if max(xs) > width or max(ys) > height:
+                    return (f"{'box' if isinstance(part, BoxPart) else 'point'} {list(coords)} lies outside its "
+                            f"{width}x{height} image {images[part.image].name} (coordinates are pixels of the "
+                            "original image)")
+    return None
+
+
+def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions | None = None,
+                  renderer: Any = None) -> CheckReport:
+    """Read and check every record of a data source (see :class:`CheckReport`)."""
+    result = read_dataset(path, format, options)
+    report = CheckReport(source=str(path), format=result.format,
+                         max_length=renderer.max_length if renderer is not None else None)
+    report.records = len(result.samples) + len(result.problems)
+    report.problems = [Problem.from_error(e) for e in result.problems]
+    good, problems, report.lengths = check_samples(result.samples, renderer)
+    report.samples = good
+    report.problems += problems
+    report.problems.sort(key=lambda p: _order(p.where))
+    report.images = sum(len(s.images) for s in good)
+    report.turns = sum(len(s.messages) for s in good)
+    return report
+
+
+def _order(where: str) -> tuple[str, int]:
+    file, _, line = where.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (where, 0)

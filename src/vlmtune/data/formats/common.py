@@ -1,0 +1,218 @@
+"""What every reader shares: reading JSON records with line numbers, resolving image paths safely,
+and splitting ``<image>`` placeholders into image parts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecordError
+from ..sample import ROLES, ImagePart, Message, Part, Sample, TextPart
+
+IMAGE_PLACEHOLDER = "<image>"
+_OTHER_MEDIA = ("<video>", "<audio>")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a file beyond its format: column names, fixed prompt, where images live."""
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """Canonical field (image, prompt, answer, system, ...) -> the file's column name."""
+    prompt: str | None = None
+    """Fixed user prompt for tables whose rows have no prompt column (e.g. image,caption)."""
+    system: str | None = None
+    """System prompt added to every sample that has none."""
+    media_root: Path | None = None
+    """Folder image paths are relative to; default: the data file's folder."""
+    allow_outside_root: bool = False
+    """Accept image paths that resolve outside the media root (absolute paths, ``..``)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """One record of one file: builds errors that name it, and resolves its image paths."""
+
+    path: Path
+    line: int
+    root: Path
+    allow_outside_root: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def error(self, problem: str, field: str | None = None, hint: str = "") -> RecordError:
+        return RecordError(self.path, self.line, problem, field=field, hint=hint)
+
+    def image(self, ref: Any, field: str) -> ImagePart:
+        """The image a record refers to, resolved against the media root and checked to exist."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise self.error(f"image reference must be a non-empty file path, got {json.dumps(ref)[:60]}", field)
+        if "://" in ref or ref.startswith("data:"):
+            raise self.error(f"remote image {ref[:80]!r} is not fetched; download it and give a local path", field)
+        image = (self.root / ref).resolve()
+        if not self.allow_outside_root and not image.is_relative_to(self.root):
+            raise self.error(f"image path {ref!r} points outside the data root {self.root}", field,
+                             hint="pass --allow-outside-root (data.allow_outside_root: true) if that is intended")
+        if not image.is_file():
+            raise self.error(f"image file not found {ref!r}", field,
+                             hint=f"resolved against {self.root}; set data.media_root if paths are relative to another "
+                             "folder")
+        return ImagePart(image)
+
+
+def media_root(path: Path, options: ReadOptions) -> Path:
+    root = options.media_root if options.media_root is not None else path.parent
+    return Path(root).resolve()
+
+
+def json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line, record)`` for each record of a JSONL file or a JSON array file.
+
+    A record that cannot be parsed comes as ``(line, RecordError)``; the records after it still come (in a
+    JSONL file) so one bad line does not hide the rest. Blank lines are skipped.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if head.startswith(b"["):
+        yield from _array_records(path)
+        return
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield line_no, RecordError(path, line_no, f"not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                                          f"column {e.start + 1})")
+                continue
+            try:
+                yield line_no, json.loads(text)
+            except json.JSONDecodeError as e:
+                yield line_no, RecordError(path, line_no, f"not valid JSON: {e.msg} at column {e.colno}")
+
+
+def _array_records(path: Path) -> Iterator[tuple[int, Any]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        yield line, RecordError(path, line, f"not UTF-8 text (byte {raw[e.start]:#04x}); the JSON array "
+                                "cannot be read past it")
+        return
+    decoder = json.JSONDecoder()
+    pos, line, n = text.index("[") + 1, 1, len(text)
+    line += text.count("\n", 0, pos)
+    ws = re.compile(r"[\s,]*")
+    while True:
+        skip = ws.match(text, pos).end()
+        line += text.count("\n", pos, skip)
+        pos = skip
+        if pos >= n:
+            yield line, RecordError(path, line, "JSON array is not closed with ']' (file truncated?)")
+            return
+        if text[pos] == "]":
+            return
+        try:
+            record, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield e.lineno, RecordError(path, e.lineno, f"not valid JSON: {e.msg} at column {e.colno}; "
+                                        "the array cannot be read past it")
+            return
+        yield line, record
+        line += text.count("\n", pos, end)
+        pos = end
+
+
+def parse_each(path: Path, options: ReadOptions, parse: Callable[[Any, Where], Sample],
+               root: Path | None = None) -> Iterator[Sample | RecordError]:
+    """``parse(record, where)`` for each JSON record of ``path``; a record's RecordError is yielded, not raised."""
+    root = root or media_root(path, options)
+    for line, record in json_records(path):
+        where = Where(path, line, root, options.allow_outside_root)
+        try:
+            if isinstance(record, RecordError):
+                raise record
+            yield parse(record, where)
+        except RecordError as e:
+            yield e
+
+
+def first_json_record(path: Path) -> Any:
+    """The first record of a JSONL or JSON-array file, or None when there is none."""
+    try:
+        for _, record in json_records(path):
+            return None if isinstance(record, RecordError) else record
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def split_placeholders(text: str, images: list[ImagePart], used: list[int], where: Where, field: str,
+                       placeholder: str = IMAGE_PLACEHOLDER) -> list[Part]:
+    """Text with ``<image>`` placeholders -> text and image parts, taking images in order.
+
+    ``used`` holds the count of images taken so far (shared across the turns of one record).
+    """
+    for tag in _OTHER_MEDIA:
+        if tag in text:
+            raise where.error(f"{tag} placeholder: only images are supported, not video or audio", field)
+    parts: list[Part] = []
+    pieces = text.split(placeholder)
+    for k, piece in enumerate(pieces):
+        if piece:
+            parts.append(TextPart(piece))
+        if k < len(pieces) - 1:
+            if used[0] >= len(images):
+                raise where.error(f"more {placeholder} placeholders than images ({len(images)} given)", field)
+            parts.append(images[used[0]])
+            used[0] += 1
+    return parts
+
+
+def build_conversation(turns: list[tuple[str, str, str]], images: list[ImagePart], where: Where,
+                       meta: dict | None = None, system: str | None = None,
+                       placeholder: str = IMAGE_PLACEHOLDER) -> Sample:
+    """A Sample from ``(role, text, field)`` turns whose text carries ``<image>`` placeholders.
+
+    Every image must be claimed by exactly one placeholder, in order; roles must be canonical already.
+    """
+    used = [0]
+    messages = []
+    if system and not any(role == "system" for role, _, _ in turns):
+        messages.append(Message("system", (TextPart(system),)))
+    for role, text, at in turns:
+        if role not in ROLES:
+            raise where.error(f"unknown role {role!r}", at)
+        if not isinstance(text, str):
+            raise where.error(f"turn text must be a string, got {type(text).__name__}", at)
+        if role == "assistant":
+            if placeholder in text:
+                raise where.error(f"assistant turns cannot contain images ({placeholder} found)", at)
+            parts: list[Part] = [TextPart(text)]
+        else:
+            parts = split_placeholders(text, images, used, where, at, placeholder)
+        messages.append(Message(role, tuple(parts)))
+    if used[0] != len(images):
+        raise where.error(f"{len(images)} images but {used[0]} {placeholder} placeholders; each image needs "
+                          "exactly one placeholder in a user turn", "images")
+    return finish(messages, where, meta)
+
+
+def finish(messages: list[Message], where: Where, meta: dict | None = None) -> Sample:
+    """Checks every reader applies to the conversation it built: answers present and non-empty."""
+    if not any(m.role == "assistant" for m in messages):
+        raise where.error("no assistant turn: nothing to train on", "messages")
+    for i, m in enumerate(messages):
+        if m.role == "assistant" and not m.has_answer:
+            raise where.error("empty assistant answer", f"messages[{i}]")
+    return Sample(messages=tuple(messages), id=where.id, meta=dict(meta or {}))
