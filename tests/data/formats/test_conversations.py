@@ -11,7 +11,7 @@ from vlmtune.data import DataError, RecordError
 from vlmtune.data.formats import ReadOptions, get_reader, read_dataset, read_samples
 from vlmtune.data.sample import BoxPart, TextPart
 
-REAL = Path(__file__).parents[3].parent / "shared" / "fixtures" / "real"
+REAL = (Path(__file__).parents[3].parent / "shared" / "fixtures" / "real").resolve()
 
 # One two-turn, two-image conversation with a system prompt, in the canonical form ...
 CANONICAL = {"messages": [
