@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Where no NVIDIA GPU is present, the CPU build of torch (a multi-GB CUDA build would be useless there).
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,10 +16,20 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The report's browser test renders report.html in headless chromium. Install it where apt-get runs without a
+# prompt (root); anywhere else only say so, and that test skips.
+APT := DEBIAN_FRONTEND=noninteractive apt-get -qq -y --no-install-recommends
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(APT) install chromium >/dev/null || { apt-get -qq update && $(APT) install chromium >/dev/null; } || \
+		echo "chromium did not install: the report's browser test will be skipped"; \
+	else echo "no chromium (install the Debian package chromium as root): the report's browser test will be skipped"; fi
+
 demo: setup
 	$(VENV)/bin/vlmtune demo
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest
 

@@ -26,13 +26,20 @@ def test_fine_tuning_lifts_held_out_accuracy_from_chance_to_near_perfect(demo_ru
     assert scores["base_accuracy"] <= 0.45  # chance is about 0.29
     assert scores["tuned_accuracy"] >= 0.9
     metrics = json.loads((demo / "run" / "metrics.json").read_text())
-    assert metrics["val_accuracy"] == scores["tuned_accuracy"]
+    assert metrics["val_exact_match"] == scores["tuned_accuracy"]
+    assert metrics["base_val_exact_match"] == scores["base_accuracy"]
     losses = [json.loads(line)["loss"] for line in (demo / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert losses[-1] < losses[0] / 3
     assert (demo / "run" / "config.yaml").is_file()
     assert "final metrics" in (demo / "run" / "train.log").read_text()
-    assert len((demo / "run" / "predictions.jsonl").read_text().splitlines()) == 100
+    rows = [json.loads(line) for line in (demo / "run" / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 100 and {"id", "prompt", "reference", "base", "tuned", "scores"} <= rows[0].keys()
+    assert sum(r["scores"]["exact_match"]["tuned"] for r in rows) / 100 == scores["tuned_accuracy"]
+    eval_metrics = json.loads((demo / "run" / "eval" / "metrics.json").read_text())
+    expected = {"base": scores["base_accuracy"], "tuned": scores["tuned_accuracy"]}
+    assert eval_metrics["metrics"]["exact_match"] == expected
+    assert (demo / "run" / "eval" / "report.html").is_file()
 
 
 def test_adapter_loads_with_plain_peft_and_changes_the_model(demo_run):

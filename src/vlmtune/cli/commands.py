@@ -10,7 +10,7 @@ from ..data.errors import DataError
 from ..models.registry import UnknownFamilyError
 
 # Errors caused by the user's input: printed as one clear message, no traceback.
-USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError, FileExistsError)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -53,6 +53,69 @@ def predict(args: argparse.Namespace) -> int:
     prompt = Sample(messages=(Message("user", tuple(parts)),), id="<prompt>")
     renderer = Renderer(load_processor(args.model, spec), spec)
     print(generate(model, renderer, [prompt], args.max_new_tokens, progress=False)[0])
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from ..data import Renderer
+    from ..data.check import check_dataset
+    from ..data.formats import ReadOptions
+    from ..evaluate import compare
+    from ..evaluate.metrics import TASK_METRICS, get_metric
+    from ..models import family_of, load_model, load_processor
+
+    if args.task not in TASK_METRICS:
+        raise ConfigError(f"--task {args.task!r}: expected one of {', '.join(TASK_METRICS)}")
+    metrics = args.metric or list(TASK_METRICS[args.task])
+    try:
+        [get_metric(name) for name in metrics]
+    except ValueError as e:
+        raise ConfigError(f"--metric: {e}") from None
+    spec = family_of(args.model)
+    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec)
+    report = check_dataset(args.data, args.format, ReadOptions(), renderer)
+    for problem in report.problems:
+        print(f"skipped {problem}")
+    samples = report.samples[:args.max_samples] if args.max_samples else report.samples
+    if not samples:
+        raise DataError(f"{args.data}: no usable sample to evaluate")
+    model = load_model(args.model)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    base = load_model(args.base_model) if args.base_model else None
+    result = compare(model, renderer, samples, metrics, base, args.compare_base or base is not None,
+                     args.max_new_tokens, args.batch_size, not args.no_progress)
+    out = result.write(args.output_dir, Path(args.loss_log) if args.loss_log else None, task=args.task,
+                       model=args.model, adapter=args.adapter)
+    print(result.summary())
+    print(f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'report.html'}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..export import export_adapter, export_merged, require_adapter
+    from ..models import family_of
+
+    adapter = require_adapter(args.adapter)  # before any model is read
+    log = logging.getLogger("vlmtune")
+    if args.dtype and not args.merge:
+        log.warning("export: --dtype applies to --merge only; ignored")
+    if args.base_model_name and args.merge:
+        log.warning("export: --base-model-name applies to the adapter export only; ignored with --merge")
+    if args.merge:
+        out = export_merged(args.model, adapter, args.output, args.dtype)
+        print(f"merged model written to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
+        return 0
+    # A run directory written by `vlmtune train` holds the adapter next to config.yaml and metrics.json.
+    run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
+    model = Path(args.model)
+    base = args.base_model_name or (str(model.resolve()) if model.is_dir() else args.model)
+    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(args.model))
+    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, README.md)")
     return 0
 
 

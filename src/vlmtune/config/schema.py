@@ -95,11 +95,38 @@ class TrainConfig(_Section):
     progress: bool = True
 
 
+TASKS = ("vqa", "chart_qa", "doc_vqa", "extraction", "grounding", "caption")
+
+
 class EvalConfig(_Section):
+    task: Literal[TASKS] = "vqa"  # type: ignore[valid-type]
+    """Picks the default metrics: vqa (exact match, VQA accuracy), chart_qa (relaxed accuracy), doc_vqa (ANLS),
+    extraction (JSON field F1, tree accuracy), grounding (IoU, accuracy@0.5, click accuracy), caption (BLEU-4,
+    ROUGE-L, CIDEr)."""
+    metrics: list[str] | None = None
+    """Metric names instead of the task's defaults."""
+    compare_base: bool = True
+    """Also score the model before fine-tuning (the adapter switched off, or the base checkpoint)."""
     max_new_tokens: int = Field(default=16, gt=0)
     batch_size: int = Field(default=8, gt=0)
+    max_samples: int | None = Field(default=None, gt=0)
+    """Score only the first N held-out samples."""
     at_end: bool = True
-    """Generate on data.val after training and write its score to metrics.json."""
+    """Generate on data.val after training; write metrics.json, predictions.jsonl and report.html to RUN/eval."""
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> EvalConfig:
+        from ..evaluate.metrics import metric_names
+
+        unknown = [m for m in self.metrics or () if m not in metric_names()]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(metric_names())}")
+        return self
+
+    def metric_names(self) -> list[str]:
+        from ..evaluate.metrics import TASK_METRICS
+
+        return list(self.metrics or TASK_METRICS[self.task])
 
 
 class Config(_Section):

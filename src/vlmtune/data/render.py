@@ -47,6 +47,12 @@ class Renderer:
         return self.processor.apply_chat_template(
             sample.to_chat(ground=ground), tokenize=False, add_generation_prompt=add_generation_prompt)
 
+    def message_text(self, sample: Sample, index: int) -> str:
+        """Message ``index`` of ``sample`` as the model should write it (boxes in the family's syntax)."""
+        ground = self._grounder(sample) if sample.has_grounding else None
+        return "".join(part["text"] for part in sample.to_chat(ground=ground)[index]["content"]
+                       if part["type"] == "text")
+
     def model_size(self, original_size: grounding.Size) -> grounding.Size:
         """``(width, height)`` this renderer's image processor resizes an ``original_size`` image to.
 

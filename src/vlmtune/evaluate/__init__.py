@@ -1,7 +1,7 @@
-"""Evaluation: generate on held-out data and score it."""
+"""Evaluation: generate on held-out data, score base and tuned with the task's metrics, write the report."""
 
 from .generate import generate
-from .metrics import exact_match, normalize_answer
-from .run import EvalResult, evaluate
+from .metrics.text import exact_match, normalize_answer
+from .run import Comparison, compare
 
-__all__ = ["EvalResult", "evaluate", "exact_match", "generate", "normalize_answer"]
+__all__ = ["Comparison", "compare", "exact_match", "generate", "normalize_answer"]

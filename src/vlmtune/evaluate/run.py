@@ -1,35 +1,113 @@
-"""Score a model on held-out samples by generating each last assistant answer."""
+"""Score a model before and after fine-tuning on held-out samples, side by side, with the task's metrics.
+
+The last assistant turn of each sample is generated (greedy, batched) and scored. With a LoRA adapter the
+base is the same model with the adapter switched off, so no second copy of the weights is loaded.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..data.render import Renderer
-from ..data.sample import Sample
+from ..data.render import Renderer, image_size
+from ..data.sample import BoxPart, PointPart, Sample
 from .generate import generate
-from .metrics import exact_match
+from .metrics import Example, get_metric
+
+SIDES = ("base", "tuned")
 
 
 @dataclass
-class EvalResult:
-    accuracy: float
-    n: int
-    predictions: list[dict]
+class Comparison:
+    """Metric values per side, and one row per sample with both answers and their scores."""
 
-    def write(self, path: str | Path) -> None:
-        Path(path).write_text("".join(json.dumps(p) + "\n" for p in self.predictions))
+    metrics: dict[str, dict[str, float]]
+    """metric -> {"base": value, "tuned": value} ("base" absent when it was not run)."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        return {**extra, "n": self.n, "metrics": self.metrics}
+
+    def write(self, out_dir: str | Path, loss_log: Path | None = None, report: bool = True, **extra: Any) -> Path:
+        """``metrics.json``, ``predictions.jsonl`` and (with ``report``) ``report.html`` in ``out_dir``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(self.to_json(**extra), indent=2) + "\n")
+        with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+            for row in self.rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if report:
+            from .report import write_report
+
+            write_report(out_dir, self.to_json(**extra), self.rows, loss_log)
+        return out_dir
+
+    def summary(self) -> str:
+        lines = [f"{'metric':<22}{'base':>10}{'tuned':>10}  ({self.n} samples)"]
+        for name, sides in self.metrics.items():
+            base = f"{sides['base']:.3f}" if "base" in sides else "-"
+            lines.append(f"{name:<22}{base:>10}{sides['tuned']:>10.3f}")
+        return "\n".join(lines)
 
 
-def evaluate(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], max_new_tokens: int = 16,
-             batch_size: int = 8, progress: bool = True) -> EvalResult:
-    """Exact-match accuracy of greedy answers against each sample's last assistant turn."""
-    prompts, references = zip(*(s.prompt_and_answer() for s in samples), strict=True)
-    answers = generate(model, renderer, list(prompts), max_new_tokens, batch_size, progress)
-    predictions = [{"id": s.id, "reference": ref, "prediction": ans, "exact_match": exact_match(ans, ref)}
-                   for s, ref, ans in zip(samples, references, answers, strict=True)]
-    accuracy = sum(p["exact_match"] for p in predictions) / max(len(predictions), 1)
-    return EvalResult(accuracy=accuracy, n=len(predictions), predictions=predictions)
+def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], metrics: list[str],
+            base_model: torch.nn.Module | None = None, compare_base: bool = True, max_new_tokens: int = 16,
+            batch_size: int = 8, progress: bool = True) -> Comparison:
+    """Generate each sample's last answer with the tuned model (and the base), and score both.
+
+    ``base_model`` is the model before fine-tuning when it is a separate model (full fine-tuning); for a PEFT
+    model the base is the adapter switched off. ``compare_base=False`` scores the tuned model only.
+    """
+    prompts, references, grounding = [], [], []
+    for sample in samples:
+        prompt, _ = sample.prompt_and_answer()
+        prompts.append(prompt)
+        references.append(renderer.message_text(sample, len(prompt.messages)))
+        grounding.append(tuple(p for p in sample.messages[len(prompt.messages)].content
+                               if isinstance(p, BoxPart | PointPart)))
+    answers = {"tuned": generate(model, renderer, prompts, max_new_tokens, batch_size, progress)}
+    if compare_base and base_model is not None:
+        answers["base"] = generate(base_model, renderer, prompts, max_new_tokens, batch_size, progress)
+    elif compare_base and hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            answers["base"] = generate(model, renderer, prompts, max_new_tokens, batch_size, progress)
+    sides = [side for side in SIDES if side in answers]
+
+    examples = {side: [_example(answers[side][i], references[i], grounding[i], samples[i], renderer)
+                       for i in range(len(samples))] for side in sides}
+    table: dict[str, dict[str, float]] = {}
+    per_sample: dict[str, dict[str, list]] = {}
+    for name in metrics:
+        metric = get_metric(name)
+        for side in sides:
+            result = metric.compute(examples[side])
+            table.setdefault(name, {})[side] = result.value
+            per_sample.setdefault(name, {})[side] = result.per_sample
+    rows = []
+    for i, sample in enumerate(samples):
+        row: dict[str, Any] = {"id": sample.id, "images": [str(p) for p in sample.images],
+                               "prompt": prompts[i].messages[-1].text, "reference": references[i]}
+        row.update({side: answers[side][i] for side in sides})
+        row["scores"] = {name: {side: per_sample[name][side][i] if per_sample[name][side] else None
+                                for side in sides} for name in metrics}
+        rows.append(row)
+    return Comparison(table, rows)
+
+
+def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:
+    others = sample.meta.get("other_answers") or []
+    references = (reference, *(a for a in others if isinstance(a, str)))
+    if not ref_grounding or renderer.spec.grounding is None:
+        return Example(prediction, references)
+    path = sample.images[ref_grounding[0].image]
+    size = image_size(path)
+    parsed = renderer.spec.grounding.parse(prediction, size, renderer.model_size(size))
+    return Example(prediction, references, tuple(parsed), ref_grounding)

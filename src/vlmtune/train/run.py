@@ -14,7 +14,7 @@ from ..config import Config, dump_config
 from ..config.schema import DataConfig
 from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
 from ..data.check import TOO_LONG, check_dataset
-from ..evaluate import evaluate
+from ..evaluate import compare
 from ..models import FamilySpec, family_of, load_model, load_processor, resolve_dtype
 from .callbacks import MetricsFile
 from .lora import apply_lora, format_table, parameter_table, prepare_full
@@ -80,14 +80,32 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
     if val_ds is not None:
         metrics["val_loss"] = trainer.evaluate()["eval_loss"]
         if cfg.eval.at_end:
-            result = evaluate(model, renderer, val_samples, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                              cfg.train.progress)
-            result.write(run_dir / "predictions.jsonl")
-            metrics["val_accuracy"] = result.accuracy
-            metrics["val_samples"] = result.n
+            metrics.update(evaluate_run(cfg, model, renderer, val_samples, run_dir))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
+
+
+def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, samples: list[Sample],
+                 run_dir: Path) -> dict[str, float]:
+    """Base vs tuned on the held-out samples, written to ``RUN/eval``; returns ``val_<metric>`` values."""
+    e = cfg.eval
+    samples = samples[:e.max_samples] if e.max_samples else samples
+    base = None
+    if e.compare_base and cfg.train.method == "full":  # no adapter to switch off: load the checkpoint again
+        base = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype)).to(next(model.parameters()).device)
+    comparison = compare(model, renderer, samples, e.metric_names(), base, e.compare_base, e.max_new_tokens,
+                         e.batch_size, cfg.train.progress)
+    out = comparison.write(run_dir / "eval", loss_log=run_dir / "metrics.jsonl", task=e.task,
+                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method == "lora"
+                           else None)
+    log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
+    values: dict[str, float] = {"val_samples": comparison.n}
+    for name, sides in comparison.metrics.items():
+        values[f"val_{name}"] = sides["tuned"]
+        if "base" in sides:
+            values[f"base_val_{name}"] = sides["base"]
+    return values
 
 
 def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -> list[Sample]:
