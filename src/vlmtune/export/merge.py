@@ -1,0 +1,52 @@
+"""Merge a LoRA adapter into its base and write a plain transformers checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig
+
+from ..models import family_of, load_model, load_processor, resolve_dtype
+from .folders import _refuse_non_empty, require_adapter
+from .vllm import _tensor_names
+
+
+def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
+                  dtype: str | None = None) -> Path:
+    """Merge the adapter into the base and write a plain transformers checkpoint (safetensors, processor,
+    generation config). ``dtype`` (fp32, bf16, fp16) defaults to the base checkpoint's own."""
+    from peft import PeftModel
+
+    adapter = require_adapter(adapter_dir)
+    _refuse_non_empty(out_dir)
+    spec = family_of(model_dir)
+    base = load_model(model_dir, resolve_dtype(dtype) if dtype else _checkpoint_dtype(model_dir))
+    architectures = list(base.config.architectures or [])
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out)  # transformers 5 writes safetensors only (no safe_serialization switch)
+    # Our loader, so the processor saves without torchvision; the folder still names the real class.
+    load_processor(model_dir, spec).save_pretrained(out)
+    _check_merged(out, architectures)
+    return out
+
+
+def _check_merged(out: Path, architectures: list[str]) -> None:
+    names = _tensor_names(out, "*.safetensors")
+    leftovers = [k for k in names if "lora_" in k or ".base_layer." in k]
+    if not names:
+        raise RuntimeError(f"{out}: no safetensors weights were written")
+    if leftovers:
+        raise RuntimeError(f"{out}: merged checkpoint still holds adapter tensors, e.g. {leftovers[0]}")
+    saved = json.loads((out / "config.json").read_text()).get("architectures")
+    if saved != architectures:
+        raise RuntimeError(f"{out}: config.json architectures {saved} differ from the base's {architectures}")
+
+
+def _checkpoint_dtype(model_dir: str | Path) -> torch.dtype:
+    dtype = getattr(AutoConfig.from_pretrained(str(model_dir)), "dtype", None)
+    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
