@@ -4,6 +4,7 @@ the image, and (with a processor) samples longer than the token budget. Training
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import Counter
@@ -15,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError, RecordError
 from .formats import ReadOptions, read_dataset
+from .formats.write import sample_to_record
 from .sample import BoxPart, PointPart, Sample
 
 TOO_LONG = "too_long"
@@ -54,6 +56,9 @@ class CheckReport:
     lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
     """``(text tokens, visual tokens)`` of each usable sample, when a processor was given."""
     max_length: int | None = None
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    """``(sample, earlier sample it repeats)`` for every exact repeat: kept, but worth knowing (a repeated
+    sample weighs double, and one in both train and val inflates the score)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +80,7 @@ class CheckReport:
             "unusable": len(self.problems), "images": self.images, "turns": self.turns,
             "max_length": self.max_length, "tokens": self.length_stats(),
             "problems": [asdict(p) for p in self.problems],
+            "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
         }
 
     def summary(self, limit: int = 50) -> str:
@@ -86,6 +92,10 @@ class CheckReport:
             for name, s in stats.items():
                 lines.append(f"  {name:<6} min {s['min']:.0f}  median {s['median']:.0f}  p95 {s['p95']:.0f}  "
                              f"max {s['max']:.0f}")
+        if self.duplicates:
+            where, first = self.duplicates[0]
+            lines.append(f"warning: {len(self.duplicates)} samples repeat an earlier one (kept), e.g. {where} repeats "
+                         f"{first}")
         if self.problems:
             lines.append("problems:")
             lines += [f"  {p}" for p in self.problems[:limit]]
@@ -196,9 +206,20 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
     report.samples = good
     report.problems += problems
     report.problems.sort(key=lambda p: _order(p.where))
+    first: dict[str, str] = {}
+    for sample in good:
+        key = content_key(sample)
+        if key in first:
+            report.duplicates.append((sample.id, first[key]))
+        first.setdefault(key, sample.id)
     report.images = sum(len(s.images) for s in good)
     report.turns = sum(len(s.messages) for s in good)
     return report
+
+
+def content_key(sample: Sample) -> str:
+    """The sample's content (messages with absolute image paths) as a canonical string."""
+    return json.dumps(sample_to_record(Sample(sample.messages, ""), "/")["messages"], sort_keys=True)
 
 
 def _order(where: str) -> tuple[str, int]:

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .check import CheckReport, check_dataset
+from .check import CheckReport, check_dataset, content_key
 from .errors import DataError
 from .formats import ReadOptions, get_reader
 from .formats.gui_events import convert_gui_events
@@ -59,11 +59,6 @@ def split(path: str | Path, out_dir: str | Path, val: float = 0.1, seed: int = 0
     held = [s for i, s in enumerate(report.samples) if i in val_idx]
     outside = write_jsonl(train, train_file) + write_jsonl(held, val_file)
     return _summary(report, {train_file: len(train), val_file: len(held)}, outside)
-
-
-def content_key(sample: Sample) -> str:
-    """The sample's content (messages with absolute image paths) as a canonical string."""
-    return json.dumps(sample_to_record(Sample(sample.messages, ""), "/")["messages"], sort_keys=True)
 
 
 def write_jsonl(samples: list[Sample], output: Path) -> int:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from vlmtune.data import DataError, RecordError
+from vlmtune.data.check import check_dataset
 from vlmtune.data.formats import ReadOptions, get_reader, read_dataset, read_samples
 from vlmtune.data.sample import BoxPart, TextPart
 
@@ -151,6 +152,11 @@ def test_llamafactory_demo_data_reads_as_llamafactory_reads_it():
     # Its typed-content JSONL stores paths relative to the repository root, and ends with a blank line.
     v1 = read_samples(data / "v1_multimodal_demo.jsonl", options=ReadOptions(media_root=data.parent))
     assert _messages(v1) == _messages(direct) * 4
+    # ... the same six conversations four times over: the checker keeps them and says so.
+    report = check_dataset(data / "v1_multimodal_demo.jsonl", options=ReadOptions(media_root=data.parent))
+    assert report.ok and len(report.duplicates) == 18
+    assert report.duplicates[0] == (f"{data}/v1_multimodal_demo.jsonl:7", f"{data}/v1_multimodal_demo.jsonl:1")
+    assert "warning: 18 samples repeat an earlier one" in report.summary()
 
 
 @needs_real
