@@ -79,7 +79,7 @@ def test_model_image_size_is_what_the_image_processor_produces(family, limits):
     f = spec.image_factor
     min_pixels, max_pixels = (spec.min_pixels, spec.max_pixels) if limits == "checkpoint" else (f * f, (8 * f) ** 2)
     processor = getattr(transformers, spec.image_processor_class)(
-        min_pixels=min_pixels, max_pixels=max_pixels, **spec.tiny_image_processor)
+        **{**spec.tiny_image_processor, "min_pixels": min_pixels, "max_pixels": max_pixels})
     patch = spec.tiny_image_processor["patch_size"]
     for w, h in [(640, 428), (30, 29), (1000, 37), (123, 457), (1300, 900)]:
         [[_, grid_h, grid_w]] = processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")["image_grid_thw"]

@@ -98,6 +98,13 @@ _QWEN3_VL_GROUNDING = GroundingConvention(syntax="json", grid=1000, source=(
     "been changed from the absolute coordinates used in Qwen2.5-VL to relative coordinates ranging from 0 to "
     "1000'; cookbooks/2d_grounding.ipynb maps back with bbox_2d / 1000 * width)."))
 
+def _tiny_image_processor(patch: int) -> dict:
+    # Small pixel limits: a demo image becomes a few dozen visual tokens.
+    factor = patch * 2
+    return {"patch_size": patch, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": factor ** 2,
+            "max_pixels": (8 * factor) ** 2}
+
+
 _COMPONENTS = {
     "vision": ("model.visual",),
     "projector": ("model.visual.merger",),
@@ -113,7 +120,7 @@ _QWEN2_COMMON = dict(
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=_COMPONENTS, language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=28, min_pixels=3136, max_pixels=12845056,
-    tiny_image_processor={"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2},
+    tiny_image_processor=_tiny_image_processor(14),
 )
 
 QWEN2_VL = register_family(FamilySpec(
@@ -137,6 +144,6 @@ QWEN3_VL = register_family(FamilySpec(
     language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=32, min_pixels=65536, max_pixels=16777216,
     tiny_config=_tiny_qwen3_vl, grounding=_QWEN3_VL_GROUNDING,
-    tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2},
+    tiny_image_processor=_tiny_image_processor(16),
     source="https://huggingface.co/Qwen/Qwen3-VL-8B-Instruct",
 ))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from .spec import FamilySpec
 
 _BY_MODEL_TYPE: dict[str, FamilySpec] = {}
@@ -34,6 +36,11 @@ def family_names() -> list[str]:
     return sorted(_BY_MODEL_TYPE)
 
 
+# One module per family group; importing a module registers its families.
+FAMILY_MODULES = ("qwen_vl", "qwen3_5", "llava", "gemma3", "idefics3", "internvl")
+
+
 def _load_builtin_families() -> None:
-    # Importing the family modules registers them; done lazily to keep `import vlmtune` cheap.
-    from . import qwen_vl  # noqa: F401
+    # Done lazily to keep `import vlmtune` cheap.
+    for module in FAMILY_MODULES:
+        importlib.import_module(f"{__package__}.{module}")

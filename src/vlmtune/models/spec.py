@@ -44,11 +44,12 @@ class FamilySpec:
     """Component name -> module-path prefixes in the loaded model (the longest matching prefix wins)."""
     language_lora_targets: tuple[str, ...]
     """Leaf names of the language model's linear layers that LoRA targets by default."""
-    image_factor: int
-    """Pixels per visual token side (patch size x spatial merge); images are resized to multiples of it."""
-    min_pixels: int
-    max_pixels: int
-    """Pixel limits of the published checkpoints' processors."""
+    image_factor: int = 0
+    """Pixels per visual token side (patch size x spatial merge) where images are resized to multiples of it
+    (Qwen-VL); 0 for families with fixed-size or tiled images."""
+    min_pixels: int = 0
+    max_pixels: int = 0
+    """Pixel limits of the published checkpoints' processors (0: the family has none)."""
     image_processor_class: str = ""
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     tokenizer_class: str = "PreTrainedTokenizerFast"
@@ -56,7 +57,9 @@ class FamilySpec:
     tiny_config: Callable[[Mapping[str, int]], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     """Builds a small random-init config given the tokenizer's special-token ids (for tests and the demo)."""
     tiny_image_processor: Mapping[str, Any] = field(default_factory=dict)
-    """Image-processor settings of the tiny model (patch size etc.)."""
+    """Keyword arguments of ``image_processor_class`` for the tiny model (patch size, image size, pixel limits)."""
+    tiny_processor: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of ``processor_class`` for the tiny model (e.g. image tokens per image)."""
     grounding: GroundingConvention | None = None
     """How boxes and points are written as text (None: the family has no grounding syntax)."""
     source: str = ""

@@ -58,11 +58,10 @@ def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in spec.special_tokens}
     ids["__vocab_size__"] = len(tokenizer)
 
-    # Small pixel limits: a demo image becomes a few dozen visual tokens.
-    image_processor = getattr(transformers, spec.image_processor_class)(
-        min_pixels=spec.image_factor ** 2, max_pixels=(8 * spec.image_factor) ** 2, **spec.tiny_image_processor)
+    image_processor = getattr(transformers, spec.image_processor_class)(**spec.tiny_image_processor)
     processor = processor_class(spec.processor_class)(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=spec.read_chat_template())
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=spec.read_chat_template(),
+        **spec.tiny_processor)
     processor.save_pretrained(out)
 
     torch.manual_seed(seed)
