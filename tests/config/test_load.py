@@ -17,7 +17,7 @@ def test_unknown_keys_are_named_with_a_suggestion(tmp_path):
     message = str(err.value)
     assert str(path) in message and "3 problem(s)" in message
     assert "train.lerning_rate: unknown key" in message
-    assert "lora.rank: unknown key; known: r, alpha, dropout, targets" in message
+    assert "lora.rank: unknown key; known: r, alpha, dropout, rslora, targets" in message
     assert "evall: unknown key (did you mean 'eval'?)" in message
 
 

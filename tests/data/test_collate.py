@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import torch
 
 from vlmtune.data import IGNORE_INDEX, Collator
@@ -32,14 +34,18 @@ class _CountingRenderer:
 
     def encode(self, sample):
         self.calls += 1
-        return {"input_ids": torch.tensor([sample])}
+        return {"input_ids": torch.tensor([sample.value])}
 
 
 def test_dataset_renders_again_unless_cached():
     from vlmtune.data import EncodedDataset
 
+    samples = [SimpleNamespace(id="d.jsonl:1", value=1), SimpleNamespace(id="d.jsonl:2", value=2)]
     plain, cached = _CountingRenderer(), _CountingRenderer()
     for renderer, cache in ((plain, False), (cached, True)):
-        dataset = EncodedDataset([1, 2], renderer, cache=cache)
+        dataset = EncodedDataset(samples, renderer, cache=cache)
         assert [dataset[i]["input_ids"].item() for i in (0, 1, 0, 1)] == [1, 2, 1, 2]
     assert plain.calls == 4 and cached.calls == 2
+    # Each sample's id rides along and comes out of the collator as the batch's list of ids.
+    batch = Collator(pad_token_id=0)([dataset[1], dataset[0]])
+    assert batch["sample_ids"] == ["d.jsonl:2", "d.jsonl:1"] and batch["input_ids"].tolist() == [[2], [1]]

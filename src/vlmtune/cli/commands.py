@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..config import ConfigError
 from ..data.errors import DataError
 from ..models.registry import UnknownFamilyError
 
-# Errors caused by the user's input: printed as one clear message, no traceback.
+# Errors caused by the user's input or data: printed as one clear message, no traceback.
 USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError, FileExistsError)
 
 
@@ -21,14 +22,27 @@ def train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
+        import torch
+
         from ..models import family_of
 
         spec = family_of(cfg.model.path)
+        method, note = cfg.train.method, ""
+        if cfg.train.method == "qlora" and not torch.cuda.is_available():
+            # Same modules, same trainable counts: only the frozen weights' storage differs.
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": "lora"})})
+            note = " (no CUDA here: counted without 4-bit quantisation, which changes no trainable count)"
         model = build_model(cfg, spec)
-        print(f"{cfg.model.path} (family {spec.name}), method {cfg.train.method}\n"
+        print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"
               + format_table(parameter_table(model, spec)))
         return 0
-    result = run_training(cfg)
+    from ..train.run import TrainingError
+
+    try:
+        result = run_training(cfg, resume=args.resume)
+    except TrainingError as e:
+        print(f"vlmtune train: {e}", file=sys.stderr)
+        return 1
     print(f"adapter: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
     for key, value in result.metrics.items():
         print(f"  {key}: {value}")

@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-4")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trainable-parameter table per component and exit without training")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="auto|CHECKPOINT",
+                   help="continue from the newest complete checkpoint of this run (auto) or from CHECKPOINT")
     p.set_defaults(run=commands.train)
 
     p = sub.add_parser("predict", help="generate an answer for an image and a prompt")

@@ -64,19 +64,52 @@ class DataConfig(_Section):
         return self
 
 
+ComponentTargets = Literal["all-linear", "full"] | list[str]
+
+
 class LoraConfig(_Section):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    targets: Literal["all-linear"] | list[str] = "all-linear"
-    """Language-model layers to adapt: "all-linear", or leaf names such as [q_proj, v_proj]. The vision
-    tower is never targeted by these names, whatever its own modules are called."""
+    rslora: bool = False
+    """Scale adapters by alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)."""
+    targets: Literal["all-linear"] | list[str] | dict[Literal["language", "vision", "projector"],
+                                                       ComponentTargets] = "all-linear"
+    """Per component: "all-linear", leaf names such as [q_proj, v_proj], "full" (train the component's own
+    weights, no adapter) or [] (frozen). A bare value or list means the language model only, e.g.
+    ``{language: [q_proj, v_proj], vision: [], projector: full}``. Names resolve to exact module paths inside
+    their component, so a language target never lands on a vision layer of the same name."""
+
+    def by_component(self) -> dict[str, ComponentTargets]:
+        """Targets of every component, filled with the defaults (language all-linear, others frozen)."""
+        targets = self.targets if isinstance(self.targets, dict) else {"language": self.targets}
+        return {"language": targets.get("language", []), "vision": targets.get("vision", []),
+                "projector": targets.get("projector", [])}
+
+
+class QuantizationConfig(_Section):
+    """4-bit weights of the language model for QLoRA (bitsandbytes; CUDA only)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+class FreezeConfig(_Section):
+    """Components whose own weights stay fixed in full fine-tuning. With LoRA, every component without an
+    adapter is frozen unless ``lora.targets`` says ``full`` for it or its switch here is false."""
+
+    vision: bool = True
+    projector: bool | None = None
+    """None: trained in full fine-tuning, frozen with LoRA."""
+    language: bool = False
 
 
 class TrainConfig(_Section):
     output_dir: str = "runs/run"
-    method: Literal["lora", "full"] = "lora"
-    """lora: adapters on the language model; full: every language-model and projector weight trains."""
+    method: Literal["lora", "dora", "qlora", "full"] = "lora"
+    """lora / dora (weight-decomposed LoRA) / qlora (LoRA over 4-bit weights, CUDA only): adapters on
+    lora.targets; full: every weight of the components not frozen (see freeze) trains."""
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run all epochs)."""
@@ -93,6 +126,21 @@ class TrainConfig(_Section):
     logging_steps: int = Field(default=5, gt=0)
     seed: int = 42
     progress: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory, about a third more compute."""
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit"] = "auto"
+    """auto: fused AdamW on CUDA, plain AdamW on CPU; the 8-bit ones need bitsandbytes."""
+    save_steps: int | None = Field(default=None, gt=0)
+    """Write a checkpoint (weights, optimizer, scheduler, RNG, data position) every N steps; None: none."""
+    save_total_limit: int = Field(default=2, gt=0)
+    """Checkpoints kept: the newest ones, plus the best by validation loss when there is a data.val."""
+    early_stopping_patience: int | None = Field(default=None, gt=0)
+    """Stop after this many validations without improvement (needs data.val, eval_steps and save_steps)."""
+    report_to: list[str] | Literal["auto", "none"] = "auto"
+    """auto: TensorBoard into RUN/tensorboard when installed; or a list of transformers integrations
+    (tensorboard, wandb, mlflow, swanlab), each used only if installed."""
+    trace_samples: bool = False
+    """Write the sample ids of every batch, per process, to RUN/samples.rank<R>.jsonl."""
 
 
 TASKS = ("vqa", "chart_qa", "doc_vqa", "extraction", "grounding", "caption")
@@ -133,5 +181,7 @@ class Config(_Section):
     model: ModelConfig
     data: DataConfig
     lora: LoraConfig = LoraConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    freeze: FreezeConfig = FreezeConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()

@@ -8,6 +8,9 @@ from torch.utils.data import Dataset
 from .render import IGNORE_INDEX, SEQUENCE_KEYS, Renderer
 from .sample import Sample
 
+SAMPLE_ID, SAMPLE_IDS = "sample_id", "sample_ids"
+"""Keys of a sample's id in its features and of the ids in a batch; the trainer removes them before the model."""
+
 
 class EncodedDataset(Dataset):
     """Samples rendered when the Trainer asks for them; with ``cache`` kept for later epochs."""
@@ -21,10 +24,13 @@ class EncodedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._cache is None:
-            return self.renderer.encode(self.samples[index])
-        if index not in self._cache:
-            self._cache[index] = self.renderer.encode(self.samples[index])
-        return self._cache[index]
+            features = self.renderer.encode(self.samples[index])
+        else:
+            if index not in self._cache:
+                self._cache[index] = self.renderer.encode(self.samples[index])
+            features = self._cache[index]
+        # The id rides along to the training step, which names the samples of a batch whose loss is not finite.
+        return {**features, SAMPLE_ID: self.samples[index].id}
 
 
 class Collator:
@@ -40,9 +46,13 @@ class Collator:
         self.padding_side = padding_side
 
     def __call__(self, features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        batch: dict[str, torch.Tensor] = {}
+        batch: dict = {}
         longest = max(len(f["input_ids"]) for f in features)
+        if SAMPLE_ID in features[0]:
+            batch[SAMPLE_IDS] = [f[SAMPLE_ID] for f in features]
         for key in features[0]:
+            if key == SAMPLE_ID:
+                continue
             values = [f[key] for f in features]
             if key in SEQUENCE_KEYS:
                 batch[key] = torch.stack([self._pad(v, longest, self.pad_values.get(key, 0)) for v in values])

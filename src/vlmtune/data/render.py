@@ -40,12 +40,19 @@ class Renderer:
         tokenizer = processor.tokenizer
         self.header_ids = tokenizer.encode(spec.assistant_header, add_special_tokens=False)
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
+        self.prefix_ids = tokenizer.encode(spec.answer_prefix, add_special_tokens=False) if spec.answer_prefix else []
 
     def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template writes it; boxes and points in the family's grounding syntax."""
         ground = self._grounder(sample) if sample.has_grounding else None
-        return self.processor.apply_chat_template(
-            sample.to_chat(ground=ground), tokenize=False, add_generation_prompt=add_generation_prompt)
+        chat = sample.to_chat(ground=ground)
+        end, replaced = self.spec.turn_end, self.spec.turn_end_replaces
+        if replaced is not None:
+            _end_answers(chat, end)
+        text = self.processor.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=add_generation_prompt, **self.spec.chat_template_kwargs)
+        # Every end token in the text was put there above: samples holding control tokens are refused.
+        return text if replaced is None else text.replace(end + replaced, end)
 
     def message_text(self, sample: Sample, index: int) -> str:
         """Message ``index`` of ``sample`` as the model should write it (boxes in the family's syntax)."""
@@ -93,12 +100,13 @@ class Renderer:
         features = self._process(sample, self.text(sample))
         input_ids = features["input_ids"]
         if self.max_length is not None and len(input_ids) > self.max_length:
-            n_image = int(sum(features.get("mm_token_type_ids", torch.zeros(1)) != 0))
+            types = features.get("mm_token_type_ids", features.get("token_type_ids", torch.zeros(1)))
+            n_image = int(sum(types != 0))
             raise SampleError(sample.id, (
                 f"{len(input_ids)} tokens ({n_image} of them visual) exceed data.max_length={self.max_length}; "
                 "truncating would cut the answer or the image tokens. Raise data.max_length or lower "
                 "data.max_pixels."))
-        features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id)
+        features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
         if not bool((features["labels"] != IGNORE_INDEX).any()):
             raise SampleError(sample.id, "no assistant tokens found in the rendered conversation")
         return features
@@ -112,14 +120,32 @@ class Renderer:
 
         Equal to ``len(encode(sample)["input_ids"])`` split in two, without decoding any pixels, so a whole
         dataset can be measured before training. Each image is one placeholder token in the template text,
-        which the processor expands to the image's visual tokens.
+        which the processor expands to the image's visual tokens (to ``spec.image_placeholder_text`` where set).
         """
         self._refuse_control_tokens(sample)
-        ids = self.processor.tokenizer(self.text(sample), add_special_tokens=False)["input_ids"]
+        text = self.text(sample)
+        n_text = self._n_tokens(text) - len(image_sizes)
         if not image_sizes:
-            return len(ids), 0
+            return n_text, 0
+        if self.spec.image_placeholder_text is not None:
+            # The expansion holds text tokens too, which may merge with their neighbours: tokenise it in place.
+            pieces = text.split(self.processor.image_token)
+            expanded = pieces[0] + "".join(self.spec.image_placeholder_text(self.processor, size) + piece
+                                           for size, piece in zip(image_sizes, pieces[1:], strict=True))
+            return n_text, self._n_tokens(expanded) - n_text
+        if self.spec.image_token_counts is not None:
+            return n_text, sum(self.spec.image_token_counts(self.processor, image_sizes))
         counts = self.processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])
-        return len(ids) - len(image_sizes), sum(counts["num_image_tokens"])
+        return n_text, sum(counts["num_image_tokens"])
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.processor.tokenizer(text, add_special_tokens=self._add_special_tokens(text))["input_ids"])
+
+    def _add_special_tokens(self, text: str) -> bool:
+        # As transformers' apply_chat_template(tokenize=True) decides: a template that writes the BOS token itself
+        # (Gemma 3) must not get a second one from a tokenizer that adds it.
+        bos = self.processor.tokenizer.bos_token
+        return not (bos is not None and text.startswith(bos))
 
     def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
         self._refuse_control_tokens(sample)
@@ -129,7 +155,10 @@ class Renderer:
                 images.append(load_image(path))
             except (OSError, UnidentifiedImageError) as e:
                 raise SampleError(sample.id, f"cannot read image {path}: {e}") from None
-        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
+        # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
+        batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
+                               add_special_tokens=self._add_special_tokens(text))
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
 
     def _refuse_control_tokens(self, sample: Sample) -> None:
@@ -145,14 +174,28 @@ class Renderer:
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
 
-def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], turn_end_id: int) -> torch.Tensor:
-    """Copy of ``input_ids`` with everything but assistant answers (+ their end token) set to -100."""
-    ids = input_ids.tolist()
+def _end_answers(chat: list[dict], turn_end: str) -> None:
+    """Append ``turn_end`` to the last text of each assistant message of ``chat``, in place."""
+    for message in chat:
+        texts = [part for part in message["content"] if part["type"] == "text"]
+        if message["role"] == "assistant" and texts:
+            texts[-1]["text"] += turn_end
+
+
+def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], turn_end_id: int,
+                     prefix_ids: list[int] | None = None) -> torch.Tensor:
+    """Copy of ``input_ids`` with everything but assistant answers (+ their end token) set to -100.
+
+    ``prefix_ids`` (the family's ``answer_prefix``), where they follow a header, stay -100 with it.
+    """
+    ids, prefix = input_ids.tolist(), prefix_ids or []
     labels = [IGNORE_INDEX] * len(ids)
     n, i = len(header_ids), 0
     while i <= len(ids) - n:
         if ids[i:i + n] == header_ids:
             j = i + n
+            if prefix and ids[j:j + len(prefix)] == prefix:
+                j += len(prefix)
             while j < len(ids) and ids[j] != turn_end_id:
                 labels[j] = ids[j]
                 j += 1

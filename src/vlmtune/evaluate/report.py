@@ -124,16 +124,17 @@ def _read_losses(path: Path) -> tuple[list[tuple[float, float]], list[tuple[floa
     return train, val
 
 
-def _loss_section(path: Path) -> str:
+def loss_curve_png(path: Path) -> bytes | None:
+    """Training and validation loss against step from a run's metrics.jsonl, as PNG bytes (None: no losses).
+
+    Raises ImportError without matplotlib.
+    """
     train, val = _read_losses(path)
     if not train and not val:
-        return ""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return ('<h2>Loss</h2>\n<p class="note">No loss plot: matplotlib is not installed '
-                "(pip install 'vlmtune[report]').</p>")
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     # A bare Figure on the Agg canvas leaves pyplot's global state and the user's backend alone.
     fig = Figure(figsize=(7, 3.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -148,7 +149,18 @@ def _loss_section(path: Path) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return f'<h2>Loss</h2>\n<img alt="loss curves" src="data:image/png;base64,{_b64(buf)}">'
+    return buf.getvalue()
+
+
+def _loss_section(path: Path) -> str:
+    try:
+        png = loss_curve_png(path)
+    except ImportError:
+        return ('<h2>Loss</h2>\n<p class="note">No loss plot: matplotlib is not installed '
+                "(pip install 'vlmtune[report]').</p>")
+    if png is None:
+        return ""
+    return f'<h2>Loss</h2>\n<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _b64(buf: io.BytesIO) -> str:

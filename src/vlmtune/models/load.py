@@ -43,6 +43,11 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
     return processor_class(spec.processor_class).from_pretrained(str(model), **kwargs)
 
 
-def load_model(model: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """Load the checkpoint's model with the generic image-text-to-text auto class."""
+def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None
+               ) -> torch.nn.Module:
+    """Load the checkpoint's model with the generic image-text-to-text auto class (``quantization_config``: e.g.
+    bitsandbytes 4-bit for QLoRA, placed on the GPU)."""
+    if quantization_config is not None:
+        return AutoModelForImageTextToText.from_pretrained(
+            str(model), dtype=dtype, quantization_config=quantization_config, device_map={"": 0})
     return AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype)

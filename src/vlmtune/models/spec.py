@@ -54,6 +54,28 @@ class FamilySpec:
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     tokenizer_class: str = "PreTrainedTokenizerFast"
     """transformers tokenizer class the published checkpoints use."""
+    named_special_tokens: Mapping[str, str] = field(default_factory=dict)
+    """Tokenizer attributes naming special tokens (keys end in ``_token``, e.g. ``context_image_token``), as the
+    published tokenizer_config.json has them; some processors read their image tokens from these."""
+    tiny_tokenizer: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``tokenizer_class`` for the tiny model where the published tokenizer differs from the
+    default (no bos or unk token), e.g. Gemma 3's ``bos_token="<bos>"`` and ``add_bos_token=True``."""
+    sentencepiece_tokenizer: bool = False
+    """The published tokenizer is a SentencePiece conversion ("▁" for spaces, byte fallback; Gemma) that transformers
+    rebuilds from vocab and merges on load: the tiny tokenizer is trained in ``tokenizer_class``'s own pipeline."""
+    image_placeholder_text: Callable[[Any, tuple[int, int]], str] | None = field(
+        repr=False, compare=False, default=None)
+    """``(processor, (width, height))`` -> the text the processor writes in place of one image's placeholder, for
+    families that write more than the visual tokens ``_get_num_multimodal_tokens`` counts (Gemma 3: newlines and
+    begin/end-of-image tokens around them, crops); None where the placeholder becomes exactly those tokens."""
+    image_token_counts: Callable[[Any, list[tuple[int, int]]], list[int]] | None = field(
+        repr=False, compare=False, default=None)
+    """``(processor, [(width, height), ...] of one sample's images)`` -> visual tokens of each, for families whose
+    count depends on the sample's other images, which ``_get_num_multimodal_tokens`` does not see
+    (LLaVA-OneVision tiles an image only when it is the sample's only one); None: that method counts them."""
+    tiny_weights: Callable[[Any], None] | None = field(repr=False, compare=False, default=None)
+    """Adjusts the freshly built tiny model in place where the class's own init would hide the images from it
+    (Gemma 3 zero-initialises its projector, which checkpoints overwrite)."""
     tiny_config: Callable[[Mapping[str, int]], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     """Builds a small random-init config given the tokenizer's special-token ids (for tests and the demo)."""
     tiny_image_processor: Mapping[str, Any] = field(default_factory=dict)
@@ -62,6 +84,16 @@ class FamilySpec:
     """Extra keyword arguments of ``processor_class`` for the tiny model (e.g. image tokens per image)."""
     grounding: GroundingConvention | None = None
     """How boxes and points are written as text (None: the family has no grounding syntax)."""
+    answer_prefix: str = ""
+    """Text the chat template may write between the assistant header and the answer that belongs to the prompt,
+    not the answer (Qwen3.5: the empty think block of turns after the last user message); not trained on."""
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Extra variables for the chat template on every rendering (Qwen3.5: ``enable_thinking=False``, so a
+    generation prompt ends with the same empty think block the answers were trained behind)."""
+    turn_end_replaces: str | None = None
+    """For a chat template that writes no end-of-turn token (LLaVA-1.5): the text it writes after each answer
+    instead (a space), which the renderer replaces with ``turn_end``, as the family's documented multi-turn format
+    and its own training have it, so the model learns to stop. None: the template writes ``turn_end`` itself."""
     source: str = ""
     """Model card the facts above were taken from."""
 

@@ -8,6 +8,7 @@ the family's real chat template. The folder is an ordinary checkpoint: ``AutoPro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -37,7 +38,10 @@ def _corpus() -> list[str]:
 
 
 def train_tokenizer(spec: FamilySpec, vocab_size: int = 1024):
-    """Byte-level BPE trained on a small built-in corpus, wrapped in the family's tokenizer class."""
+    """Byte-level BPE trained on a small built-in corpus, wrapped in the family's tokenizer class (a BPE in that
+    class's own pipeline where the published tokenizer is a SentencePiece conversion)."""
+    if spec.sentencepiece_tokenizer:
+        return _sentencepiece_tokenizer(spec, vocab_size)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -45,9 +49,35 @@ def train_tokenizer(spec: FamilySpec, vocab_size: int = 1024):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(_corpus(), trainer=trainer)
     tokenizer_cls = getattr(transformers, spec.tokenizer_class)
-    return tokenizer_cls(tokenizer_object=bpe, eos_token=spec.eos_token, pad_token=spec.pad_token,
-                         unk_token=None, bos_token=None, additional_special_tokens=None,
-                         extra_special_tokens=list(spec.special_tokens), errors="replace")
+    return tokenizer_cls(tokenizer_object=bpe, **_tokenizer_kwargs(spec))
+
+
+def _tokenizer_kwargs(spec: FamilySpec) -> dict:
+    return {"eos_token": spec.eos_token, "pad_token": spec.pad_token, "unk_token": None, "bos_token": None,
+            "additional_special_tokens": None, "extra_special_tokens": list(spec.special_tokens),
+            "errors": "replace", **spec.named_special_tokens, **spec.tiny_tokenizer}
+
+
+def _sentencepiece_tokenizer(spec: FamilySpec, vocab_size: int):
+    """BPE trained inside the tokenizer class's own pipeline ("▁" for spaces, byte fallback).
+
+    transformers rebuilds such a class from vocab and merges when it loads a folder, so a byte-level BPE would
+    not survive the round trip.
+    """
+    tokenizer_cls = getattr(transformers, spec.tokenizer_class)
+    specials = list(spec.special_tokens)
+    backend = tokenizer_cls(vocab={t: i for i, t in enumerate(specials)}, merges=[]).backend_tokenizer
+    if isinstance(backend.pre_tokenizer, pre_tokenizers.Metaspace):
+        # SentencePiece pieces never span words (Llama's "ASSISTANT:" then "▁red"); Llama's pipeline encodes the
+        # text unsplit, which would let training merge across words.
+        backend.pre_tokenizer.split = True
+    backend.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False))
+    trained = json.loads(backend.to_str())["model"]
+    vocab = trained["vocab"]
+    for byte in range(256):  # the byte-fallback pieces of SentencePiece vocabularies
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    return tokenizer_cls(vocab=vocab, merges=[tuple(m) for m in trained["merges"]], **_tokenizer_kwargs(spec))
 
 
 def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
@@ -67,6 +97,8 @@ def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = spec.tiny_config(ids)
     model = getattr(transformers, spec.model_class)(config)
+    if spec.tiny_weights is not None:
+        spec.tiny_weights(model)
     model.generation_config = GenerationConfig(
         eos_token_id=ids[spec.turn_end], pad_token_id=ids[spec.pad_token], do_sample=False)
     model.save_pretrained(out)

@@ -11,9 +11,10 @@ from transformers import TrainerCallback
 class MetricsFile(TrainerCallback):
     """Appends each ``Trainer`` log (loss, lr, grad norm, eval loss) as one JSON line with its step."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, append: bool = False):
         self.path = Path(path)
-        self.path.write_text("")
+        if not append:  # a resumed run continues the file of the run it resumes
+            self.path.write_text("")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:

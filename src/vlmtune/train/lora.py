@@ -1,6 +1,7 @@
-"""Which weights train: LoRA on the language model's linear layers, or the full language model.
+"""Which weights train: LoRA / DoRA / QLoRA adapters on chosen layers of each component, or full fine-tuning
+of the components that are not frozen.
 
-Targets are resolved to exact module paths inside the language model. Bare leaf names are not enough:
+Targets are resolved to exact module paths inside their component. Bare leaf names are not enough:
 Qwen2.5-VL's vision blocks also have ``gate_proj`` / ``up_proj`` / ``down_proj``, so handing PEFT those names
 would silently put adapters on the vision tower.
 """
@@ -12,45 +13,83 @@ from collections.abc import Sequence
 import peft
 from torch import nn
 
-from ..config import LoraConfig
+from ..config.schema import FreezeConfig, LoraConfig
 from ..models.spec import COMPONENTS, FamilySpec
+
+LORA_METHODS = ("lora", "dora", "qlora")
+
+
+def component_linear_modules(model: nn.Module, spec: FamilySpec, component: str,
+                             targets: str | Sequence[str]) -> list[str]:
+    """Full names of ``component``'s ``nn.Linear`` layers selected by ``targets`` ("all-linear" or leaf names)."""
+    linear = [name for name, module in model.named_modules()
+              if isinstance(module, nn.Linear) and spec.component_of(name) == component]
+    if targets == "all-linear":
+        return linear
+    leaves = {name.rsplit(".", 1)[-1] for name in linear}
+    unknown = sorted(set(targets) - leaves)
+    if unknown:
+        key = "lora.targets" if component == "language" else f"lora.targets.{component}"
+        raise ValueError(f"{key} {unknown} name no linear layer of the {component} component; its linear layers "
+                         f"are: {', '.join(sorted(leaves)) or 'none'} (or use \"all-linear\")")
+    return [name for name in linear if name.rsplit(".", 1)[-1] in targets]
 
 
 def language_lora_modules(model: nn.Module, spec: FamilySpec, targets: str | Sequence[str]) -> list[str]:
     """Full names of the language model's ``nn.Linear`` layers selected by ``targets``."""
-    linear = [name for name, module in model.named_modules()
-              if isinstance(module, nn.Linear) and spec.component_of(name) == "language"]
-    leaves = {name.rsplit(".", 1)[-1] for name in linear}
-    if targets == "all-linear":
-        return linear
-    unknown = sorted(set(targets) - leaves)
-    if unknown:
-        raise ValueError(f"lora.targets {unknown} name no linear layer of the language model; "
-                         f"its linear layers are: {', '.join(sorted(leaves))} (or use \"all-linear\")")
-    return [name for name in linear if name.rsplit(".", 1)[-1] in targets]
+    return component_linear_modules(model, spec, "language", targets)
 
 
-def apply_lora(model: nn.Module, spec: FamilySpec, cfg: LoraConfig) -> peft.PeftModel:
-    """Wrap ``model`` with LoRA adapters on its language model; everything else stays frozen."""
-    modules = language_lora_modules(model, spec, cfg.targets)
-    config = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=modules,
+def training_plan(model: nn.Module, spec: FamilySpec, method: str = "lora", lora: LoraConfig | None = None,
+                  freeze: FreezeConfig | None = None) -> dict[str, str | list[str]]:
+    """Component -> "frozen", "full" (its own weights train) or the module paths that get adapters."""
+    lora, freeze = lora or LoraConfig(), freeze or FreezeConfig()
+    if method == "full":
+        frozen = {"vision": freeze.vision, "projector": bool(freeze.projector), "language": freeze.language,
+                  "lm_head": freeze.language}
+        return {c: "frozen" if frozen[c] else "full" for c in COMPONENTS}
+    plan: dict[str, str | list[str]] = {}
+    for component, targets in lora.by_component().items():
+        unfrozen = component != "language" and getattr(freeze, component) is False
+        if targets == "full" or (unfrozen and not targets):
+            plan[component] = "full"
+        else:
+            plan[component] = component_linear_modules(model, spec, component, targets) if targets else "frozen"
+    plan["lm_head"] = "frozen"
+    if not any(isinstance(v, list) for v in plan.values()):
+        raise ValueError("lora.targets selects no layer in any component: nothing would get an adapter")
+    return plan
+
+
+def apply_lora(model: nn.Module, spec: FamilySpec, lora: LoraConfig, method: str = "lora",
+               freeze: FreezeConfig | None = None) -> peft.PeftModel:
+    """Wrap ``model`` with adapters where the plan puts them; components planned "full" train whole (saved with
+    the adapter, PEFT's ``modules_to_save``), everything else stays frozen."""
+    plan = training_plan(model, spec, method, lora, freeze)
+    modules = [m for targets in plan.values() if isinstance(targets, list) for m in targets]
+    whole = [prefix for c, targets in plan.items() if targets == "full" for prefix in spec.components[c]]
+    config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=modules,
+                             modules_to_save=whole or None, use_dora=method == "dora", use_rslora=lora.rslora,
                              task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)
 
 
-def prepare_full(model: nn.Module, spec: FamilySpec) -> nn.Module:
-    """Full fine-tuning of the language model, projector and head; the vision tower stays frozen."""
+def prepare_full(model: nn.Module, spec: FamilySpec, freeze: FreezeConfig | None = None) -> nn.Module:
+    """Full fine-tuning: every weight of a component not frozen trains (default: all but the vision tower)."""
+    plan = training_plan(model, spec, "full", freeze=freeze)
     for name, param in model.named_parameters():
-        param.requires_grad = spec.component_of(name) in ("language", "projector", "lm_head")
+        param.requires_grad = plan.get(spec.component_of(name) or "", "frozen") == "full"
     return model
 
 
 def parameter_table(model: nn.Module, spec: FamilySpec) -> dict[str, tuple[int, int]]:
-    """Component -> (trainable, total) parameter counts. PEFT's ``base_model.model.`` prefix is ignored."""
+    """Component -> (trainable, total) parameter counts. PEFT's wrappers are seen through: adapter weights count
+    in the component of the layer they adapt, ``modules_to_save`` copies in their module's component."""
     table: dict[str, list[int]] = {c: [0, 0] for c in (*COMPONENTS, "other")}
     for name, param in model.named_parameters():
-        component = spec.component_of(_strip_peft_prefix(name)) or "other"
-        table[component][1] += param.numel()
+        component = spec.component_of(_strip_peft(name)) or "other"
+        if param.requires_grad or ".original_module." not in name:  # PEFT's frozen copy is not a second model
+            table[component][1] += param.numel()
         if param.requires_grad:
             table[component][0] += param.numel()
     return {c: (t, n) for c, (t, n) in table.items() if n}
@@ -66,8 +105,10 @@ def format_table(table: dict[str, tuple[int, int]]) -> str:
     return "\n".join(rows)
 
 
-def _strip_peft_prefix(name: str) -> str:
-    # LoRA weights live under the layer they adapt (...q_proj.lora_A.default.weight), so the prefix match
-    # on the stripped name puts them in that layer's component.
-    return name.removeprefix("base_model.model.")
-
+def _strip_peft(name: str) -> str:
+    # LoRA weights live under the layer they adapt (...q_proj.lora_A.default.weight) and modules_to_save copies
+    # under ...merger.modules_to_save.default.<param>: the prefix match on the stripped name finds the component.
+    name = name.removeprefix("base_model.model.")
+    for marker in (".modules_to_save.default", ".original_module"):
+        name = name.replace(marker, "")
+    return name

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-from ..config import Config, dump_config
+from ..config import Config, ConfigError, dump_config
 from ..config.schema import DataConfig
 from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
 from ..data.check import TOO_LONG, check_dataset
 from ..evaluate import compare
+from ..evaluate.report import loss_curve_png
 from ..models import FamilySpec, family_of, load_model, load_processor, resolve_dtype
 from .callbacks import MetricsFile
+from .checkpoints import checkpoints, resolve_resume
 from .lora import apply_lora, format_table, parameter_table, prepare_full
+from .trainer import NonFiniteLoss, VlmTrainer
 
 log = logging.getLogger("vlmtune")
 
@@ -30,22 +35,40 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
-def train(cfg: Config) -> RunResult:
-    """Fine-tune ``cfg.model`` on ``cfg.data`` and write the run directory."""
+def train(cfg: Config, resume: str | None = None) -> RunResult:
+    """Fine-tune ``cfg.model`` on ``cfg.data`` and write the run directory.
+
+    ``resume``: ``"auto"`` (the newest complete checkpoint of this run, if any) or a checkpoint folder; the run
+    continues with its optimizer, scheduler, RNG and data position.
+    """
+    check_runnable(cfg)
     run_dir = Path(cfg.train.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
-    log_file = logging.FileHandler(run_dir / "train.log", mode="w")
+    log_file = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w")
     log.addHandler(log_file)
     log.setLevel(logging.INFO)
     try:
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, resolve_resume(resume, run_dir / "checkpoints"))
     finally:
         log.removeHandler(log_file)
         log_file.close()
 
 
-def _train(cfg: Config, run_dir: Path) -> RunResult:
+def check_runnable(cfg: Config) -> None:
+    """Refuse, before anything loads, what this machine or this config cannot do."""
+    t = cfg.train
+    if t.method == "qlora" and not torch.cuda.is_available():
+        raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
+                          "Use train.method=lora here.")
+    if t.early_stopping_patience and not (cfg.data.val and t.eval_steps and t.save_steps):
+        raise ConfigError("train.early_stopping_patience needs data.val, train.eval_steps and train.save_steps")
+    if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
+        raise ConfigError(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
+                          f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
+
+
+def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     set_seed(cfg.train.seed)
 
     # Data first: every record is checked in seconds, before any weights are loaded.
@@ -61,20 +84,35 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
 
     train_ds = EncodedDataset(train_samples, renderer, cache=cfg.data.cache_in_memory)
     val_ds = EncodedDataset(val_samples, renderer, cache=cfg.data.cache_in_memory) if val_samples else None
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(cfg, run_dir, has_val=val_ds is not None),
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=Collator(processor.tokenizer.pad_token_id),
-        callbacks=[MetricsFile(run_dir / "metrics.jsonl")],
-    )
-    output = trainer.train()
+    args = training_arguments(cfg, run_dir, has_val=val_ds is not None)
+    tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", run_dir / "tensorboard"))
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None)]
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
+    if "tensorboard" in args.report_to and args.should_log:
+        log.info("TensorBoard: tensorboard --logdir %s", tensorboard_dir)
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    try:
+        with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir)):  # read when the Trainer makes its callbacks
+            trainer = VlmTrainer(
+                model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
+                trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
+            )
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteLoss as e:
+        kept = checkpoints(run_dir / "checkpoints")
+        where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was saved (train.save_steps)"
+        raise TrainingError(f"{e}. The run stopped; {where}. Check those samples or lower train.lr") from None
+    if not args.should_save:  # data-parallel workers: rank 0 writes the outputs
+        return RunResult(run_dir=run_dir, weights_dir=run_dir, metrics={})
 
-    weights_dir = run_dir / ("adapter" if cfg.train.method == "lora" else "model")
+    weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     model.save_pretrained(weights_dir)
     if cfg.train.method == "full":
         processor.save_pretrained(weights_dir)
+    write_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     metrics = {"train_loss": output.training_loss, "steps": output.global_step,
                "train_runtime_s": output.metrics.get("train_runtime"), "family": spec.name}
     if val_ds is not None:
@@ -84,6 +122,34 @@ def _train(cfg: Config, run_dir: Path) -> RunResult:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str):
+    """``os.environ[key] = value`` for the block (transformers' TensorBoard callback reads its folder there)."""
+    before = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = before
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. the loss is no longer finite); the message says why and what was kept."""
+
+
+def write_loss_curve(metrics_log: Path, out: Path) -> None:
+    try:
+        png = loss_curve_png(metrics_log)
+    except ImportError:
+        log.info("no loss.png: matplotlib is not installed (pip install 'vlmtune[report]')")
+        return
+    if png is not None:
+        out.write_bytes(png)
 
 
 def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, samples: list[Sample],
@@ -135,10 +201,60 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
 
 
 def build_model(cfg: Config, spec: FamilySpec | None = None) -> torch.nn.Module:
-    """The model with exactly the weights ``cfg`` trains left trainable."""
+    """The model with exactly the weights ``cfg`` trains left trainable (QLoRA: the language model in 4 bits)."""
     spec = spec or family_of(cfg.model.path)
-    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype))
-    return apply_lora(model, spec, cfg.lora) if cfg.train.method == "lora" else prepare_full(model, spec)
+    method = cfg.train.method
+    quantization = quantization_config(cfg, spec) if method == "qlora" else None
+    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype), quantization)
+    if method == "full":
+        return prepare_full(model, spec, cfg.freeze)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, cfg.train.gradient_checkpointing)
+    model = apply_lora(model, spec, cfg.lora, method, cfg.freeze)
+    if cfg.train.gradient_checkpointing:
+        # Frozen embeddings give activations without grad; checkpointed blocks need their inputs to carry one.
+        model.enable_input_require_grads()
+    return model
+
+
+def quantization_config(cfg: Config, spec: FamilySpec):
+    """bitsandbytes 4-bit config for QLoRA: the language model quantised, the vision tower, projector and head
+    kept in full precision (quantising the small vision tower saves little memory and costs accuracy)."""
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    keep = [prefix for c in ("vision", "projector", "lm_head") for prefix in spec.components.get(c, ())]
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=_DTYPES[q.compute_dtype], llm_int8_skip_modules=keep)
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _optimizer(name: str) -> str:
+    if name == "auto":
+        return "adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch"
+    return name
+
+
+def report_to(setting: list[str] | str) -> list[str]:
+    """transformers integrations to log to: the requested ones that are installed (auto: TensorBoard)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    if setting == "none":
+        return []
+    available = set(get_available_reporting_integrations())
+    if setting == "auto":
+        if "tensorboard" not in available:
+            log.info("no TensorBoard logs: tensorboard is not installed (pip install 'vlmtune[track]')")
+        return ["tensorboard"] if "tensorboard" in available else []
+    for name in setting:
+        if name not in available:
+            log.warning("train.report_to: %s is not installed; not logging to it", name)
+    return [name for name in setting if name in available]
 
 
 def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArguments:
@@ -160,14 +276,21 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         eval_strategy="steps" if evaluate_every else "no",
         eval_steps=t.eval_steps if evaluate_every else None,
         logging_steps=t.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(t.save_steps and evaluate_every),
+        metric_for_best_model="eval_loss" if t.save_steps and evaluate_every else None,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        optim=_optimizer(t.optimizer),
         seed=t.seed,
         data_seed=t.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,  # the collator needs pixel_values, image_grid_thw, mm_token_type_ids
-        report_to="none",
+        report_to=report_to(t.report_to),
         disable_tqdm=not t.progress,
         dataloader_num_workers=0,
     )
