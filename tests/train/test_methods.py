@@ -141,3 +141,23 @@ def test_a_non_finite_loss_stops_the_run_naming_the_batch_and_the_checkpoint_kep
     with pytest.raises(TrainingError, match=rf"loss is (nan|inf) at step \d+; the batch held {data}:5\. The run "
                                             rf"stopped; last good checkpoint: .*checkpoint-\d+"):
         train(cfg)
+
+
+def test_early_stopping_and_best_checkpoint_need_validation_and_aligned_steps(tmp_path, tiny_dir):
+    with pytest.raises(ConfigError, match="early_stopping_patience needs data.val, train.eval_steps"):
+        check_runnable(_config(tmp_path, tiny_dir, early_stopping_patience=2))
+    cfg = _config(tmp_path, tiny_dir, eval_steps=2, save_steps=3)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"val": cfg.data.train})})
+    with pytest.raises(ConfigError, match=r"save_steps \(3\) must be a multiple of train.eval_steps \(2\)"):
+        check_runnable(cfg)
+
+
+def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_dir):
+    cfg = _config(tmp_path, tiny_dir, max_steps=40, eval_steps=1, save_steps=1, early_stopping_patience=1,
+                  lr=0.5, report_to="none", save_total_limit=1)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"val": cfg.data.train}),
+                                 "eval": cfg.eval.model_copy(update={"at_end": False})})
+    result = train(cfg)
+    # A learning rate this high makes validation loss worse within a few steps; patience 1 stops right there.
+    assert result.metrics["steps"] < 40
+    assert len(list((result.run_dir / "checkpoints").glob("checkpoint-*"))) <= 2  # newest + best
