@@ -49,3 +49,14 @@ def test_dataset_renders_again_unless_cached():
     # Each sample's id rides along and comes out of the collator as the batch's list of ids.
     batch = Collator(pad_token_id=0)([dataset[1], dataset[0]])
     assert batch["sample_ids"] == ["d.jsonl:2", "d.jsonl:1"] and batch["input_ids"].tolist() == [[2], [1]]
+
+
+def test_tiled_pixels_with_different_tile_counts_are_zero_padded():
+    a = {"input_ids": torch.arange(1, 4), "pixel_values": torch.ones(1, 5, 3, 4, 4),
+         "pixel_attention_mask": torch.ones(1, 5, 4, 4, dtype=torch.bool)}
+    b = {"input_ids": torch.arange(1, 3), "pixel_values": torch.ones(1, 3, 3, 4, 4),
+         "pixel_attention_mask": torch.ones(1, 3, 4, 4, dtype=torch.bool)}
+    batch = Collator(pad_token_id=0)([a, b])
+    assert batch["pixel_values"].shape == (2, 5, 3, 4, 4)
+    assert batch["pixel_values"][1, 3:].abs().sum() == 0 and batch["pixel_values"][1, :3].min() == 1
+    assert batch["pixel_attention_mask"][1].sum() == 3 * 16 and batch["pixel_attention_mask"].dtype == torch.bool

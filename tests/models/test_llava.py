@@ -9,6 +9,7 @@ from tests.conftest import conversation, write_jsonl
 from vlmtune.cli.main import main
 from vlmtune.config import load_config
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
+from vlmtune.data.collate import Collator
 from vlmtune.data.demo import make_demo_data
 from vlmtune.demo import shuffled_answers
 from vlmtune.models import get_family, load_model, load_processor
@@ -217,17 +218,23 @@ def test_onevision_template_and_what_is_trained(onevision, tmp_path, images):
     assert processor.tokenizer.decode(trained) == "red<|im_end|>It is blue.<|im_end|>"
 
 
-def test_onevision_forward_backward_and_generate_on_a_tiled_image(onevision):
-    processor, model = _processor(onevision, "llava_onevision"), load_model(onevision)
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
-    image = Image.new("RGB", (112, 56), (0, 0, 255))
-    text = processor.apply_chat_template(chat + [{"role": "assistant", "content": "blue"}])
-    inputs = processor(text=[text], images=[[image]], return_tensors="pt")
-    out = model(**inputs, labels=inputs["input_ids"])
+def test_onevision_batch_of_a_tiled_image_and_a_two_image_sample_trains_and_generates(onevision, tmp_path, images):
+    spec, processor = get_family("llava_onevision"), _processor(onevision, "llava_onevision")
+    Image.new("RGB", (112, 56), (0, 0, 255)).save(tmp_path / "wide.png")
+    tiled = {"messages": [{"role": "user", "content": [{"type": "image", "image": "wide.png"},
+                                                       {"type": "text", "text": "Colour?"}]},
+                          {"role": "assistant", "content": "blue"}]}
+    samples = read_samples(write_jsonl(tmp_path / "d.jsonl", [tiled, conversation()]))
+    renderer = Renderer(processor, spec)
+    batch = Collator(processor.tokenizer.pad_token_id)([renderer.encode(s) for s in samples])
+    # 9 tiles of the wide image; the two-image sample's base views are zero-padded to 9 and cut back by the model.
+    assert batch["pixel_values"].shape == (3, 9, 3, 28, 28) and batch["batch_num_images"].tolist() == [1, 2]
+    model = load_model(onevision)
+    out = model(**batch)
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.model.image_newline.grad is not None
-    prompt = processor(text=[processor.apply_chat_template(chat, add_generation_prompt=True)], images=[[image]],
-                       return_tensors="pt")
+    prompt = Collator(processor.tokenizer.pad_token_id, padding_side="left")(
+        [renderer.encode_prompt(s.prompt_and_answer()[0]) for s in samples])
     assert model.generate(**prompt, max_new_tokens=3).shape[1] > prompt["input_ids"].shape[1]
 
 

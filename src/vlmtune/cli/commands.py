@@ -24,17 +24,21 @@ def train(args: argparse.Namespace) -> int:
     if args.dry_run:
         import torch
 
-        from ..models import family_of
+        from ..models import spec_for
+        from ..models.infer import is_inferred, unregistered_warning
 
-        spec = family_of(cfg.model.path)
+        spec = spec_for(cfg.model.path, cfg.model.components)
         method, note = cfg.train.method, ""
         if cfg.train.method == "qlora" and not torch.cuda.is_available():
             # Same modules, same trainable counts: only the frozen weights' storage differs.
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": "lora"})})
             note = " (no CUDA here: counted without 4-bit quantisation, which changes no trainable count)"
         model = build_model(cfg, spec)
+        shown = spec.components if is_inferred(spec) or cfg.model.components else None
         print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"
-              + format_table(parameter_table(model, spec)))
+              + format_table(parameter_table(model, spec), shown))
+        if is_inferred(spec):
+            print(unregistered_warning(spec))
         return 0
     from ..train.run import TrainingError
 

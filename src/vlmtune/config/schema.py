@@ -17,6 +17,10 @@ class ModelConfig(_Section):
     """Hub id or local folder of the checkpoint (the same loading code for both)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on a GPU that supports it, fp32 otherwise (CPU)."""
+    components: dict[Literal["vision", "projector", "language", "lm_head"], list[str]] | None = None
+    """Module-path prefixes of components, e.g. ``{vision: [model.vision_model], projector: [model.aligner]}``
+    (the longest matching prefix wins): settles the split of a model no registered family describes where vlmtune
+    cannot tell its parts apart, and replaces a family's prefixes for the components named."""
 
 
 class DataConfig(_Section):

@@ -57,9 +57,28 @@ class Collator:
             if key in SEQUENCE_KEYS:
                 batch[key] = torch.stack([self._pad(v, longest, self.pad_values.get(key, 0)) for v in values])
             else:
-                batch[key] = torch.cat(values, dim=0)
+                batch[key] = torch.cat(_pad_to_common_shape(values), dim=0)
         return batch
 
     def _pad(self, seq: torch.Tensor, length: int, value: int) -> torch.Tensor:
         pad = seq.new_full((length - len(seq),), value)
         return torch.cat([pad, seq] if self.padding_side == "left" else [seq, pad])
+
+
+def _pad_to_common_shape(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zero-pad every dimension but the first to the batch's largest, as the processors do within a batch.
+
+    Tiling processors (Idefics3, SmolVLM) give each sample ``(1, tiles, 3, H, W)`` pixels with its own tile
+    count; the model skips all-zero tiles. Tensors that already agree (Qwen-VL patches) are left as they are.
+    """
+    shapes = {tuple(v.shape[1:]) for v in values}
+    if len(shapes) == 1 or len({v.dim() for v in values}) != 1:
+        return values
+    target = [max(dims) for dims in zip(*shapes, strict=True)]
+    padded = []
+    for v in values:
+        pad: list[int] = []
+        for have, want in zip(reversed(v.shape[1:]), reversed(target), strict=True):
+            pad += [0, want - have]
+        padded.append(torch.nn.functional.pad(v, pad))
+    return padded

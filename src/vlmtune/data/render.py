@@ -2,7 +2,8 @@
 
 Labels are -100 everywhere except the tokens of each assistant answer and the end-of-turn token that closes
 it, in every assistant turn. Answers are found in the token ids by the family's assistant header and
-end-of-turn token, the way the families' own fine-tuning code masks them.
+end-of-turn token, the way the families' own fine-tuning code masks them. A model of no registered family has
+no known header: its answers are found by rendering the conversation turn by turn (:meth:`Renderer._turn_labels`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..models import grounding  # the module, not its names: it imports this package (circular at import time)
+from ..models.registry import UnknownFamilyError
 from ..models.spec import FamilySpec
 from .errors import SampleError
 from .sample import GroundingPart, Sample
 
 IGNORE_INDEX = -100
+TURN_CHECKS = 8
+"""Samples on which per-turn labelling is checked while the data is measured, before any weights load."""
+
+
+class TemplateMismatch(UnknownFamilyError):
+    """Rendering a conversation turn by turn does not reproduce its full rendering: the answers cannot be found."""
 
 
 def load_image(path) -> Image.Image:
@@ -41,6 +49,8 @@ class Renderer:
         self.header_ids = tokenizer.encode(spec.assistant_header, add_special_tokens=False)
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
         self.prefix_ids = tokenizer.encode(spec.answer_prefix, add_special_tokens=False) if spec.answer_prefix else []
+        self.special_ids = set(tokenizer.convert_tokens_to_ids(list(spec.special_tokens)))
+        self._turns_checked = 0
 
     def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template writes it; boxes and points in the family's grounding syntax."""
@@ -106,7 +116,8 @@ class Renderer:
                 f"{len(input_ids)} tokens ({n_image} of them visual) exceed data.max_length={self.max_length}; "
                 "truncating would cut the answer or the image tokens. Raise data.max_length or lower "
                 "data.max_pixels."))
-        features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
+        features["labels"] = (assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
+                              if self.spec.assistant_header else self._turn_labels(sample, input_ids))
         if not bool((features["labels"] != IGNORE_INDEX).any()):
             raise SampleError(sample.id, "no assistant tokens found in the rendered conversation")
         return features
@@ -124,6 +135,10 @@ class Renderer:
         """
         self._refuse_control_tokens(sample)
         text = self.text(sample)
+        if not self.spec.assistant_header and self._turns_checked < TURN_CHECKS:
+            # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
+            self._turns_checked += 1
+            self._turn_labels(sample, self._process(sample, text)["input_ids"])
         n_text = self._n_tokens(text) - len(image_sizes)
         if not image_sizes:
             return n_text, 0
@@ -135,8 +150,51 @@ class Renderer:
             return n_text, self._n_tokens(expanded) - n_text
         if self.spec.image_token_counts is not None:
             return n_text, sum(self.spec.image_token_counts(self.processor, image_sizes))
+        if not hasattr(self.processor, "_get_num_multimodal_tokens"):
+            # No counting rule (Mllama reads images by cross-attention; each stays one token): process blank images
+            # of the same sizes, which expand exactly as the real ones do.
+            blanks = [Image.new("RGB", size) for size in image_sizes]
+            ids = self.processor(text=[text], images=[blanks], add_special_tokens=self._add_special_tokens(text))
+            return n_text, len(ids["input_ids"][0]) - n_text
         counts = self.processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])
         return n_text, sum(counts["num_image_tokens"])
+
+    def _turn_labels(self, sample: Sample, input_ids: torch.Tensor) -> torch.Tensor:
+        """Labels for a family with no known assistant header: an answer is what rendering the conversation up to the
+        end of its turn adds to rendering it up to the turn's generation prompt, through the last special token
+        added (the end of the turn: what the template writes after it only separates turns), or all of it where
+        it adds none.
+
+        Both renderings must begin the full one: a template that renders earlier turns differently once later
+        turns exist raises :class:`TemplateMismatch`, naming the sample and the first differing token.
+        """
+        ids = input_ids.tolist()
+        labels = [IGNORE_INDEX] * len(ids)
+        last = len(sample.messages) - 1
+        for i, message in enumerate(sample.messages):
+            if message.role != "assistant":
+                continue
+            start = self._prefix_length(sample, i, ids, add_generation_prompt=True)
+            stop = len(ids) if i == last else self._prefix_length(sample, i + 1, ids)
+            ends = [j for j in range(start, stop) if ids[j] in self.special_ids]
+            for j in range(start, ends[-1] + 1 if ends else stop):
+                labels[j] = ids[j]
+        return torch.tensor(labels, dtype=input_ids.dtype)
+
+    def _prefix_length(self, sample: Sample, n: int, ids: list[int], add_generation_prompt: bool = False) -> int:
+        """Tokens in the rendering of ``sample``'s first ``n`` messages, which must begin the full rendering ``ids``."""
+        part = Sample(sample.messages[:n], sample.id, sample.meta)
+        prefix = self._process(part, self.text(part, add_generation_prompt))["input_ids"].tolist()
+        if ids[:len(prefix)] == prefix:
+            return len(prefix)
+        at = next(k for k, token in enumerate(prefix) if k >= len(ids) or ids[k] != token)
+        decode = self.processor.tokenizer.decode
+        theirs = repr(decode([ids[at]])) if at < len(ids) else "its end"
+        raise TemplateMismatch(
+            f"{sample.id}: the chat template renders messages[:{n}] differently alone than within the whole "
+            f"conversation (token {at}: {decode([prefix[at]])!r} alone, {theirs} in the whole), so the assistant "
+            f"answers cannot be found by rendering turn by turn. {self.spec.name} is not a registered family; "
+            "registering it with its assistant header lets vlmtune mask its answers")
 
     def _n_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=self._add_special_tokens(text))["input_ids"])

@@ -1,14 +1,20 @@
-"""SmolVLM (and SmolVLM2) and Idefics3: a SigLIP-style vision tower, a pixel-shuffle connector and a Llama decoder.
+"""SmolVLM2 (``smolvlm``) and Idefics3 (``idefics3``): a SigLIP-style vision tower, a pixel-shuffle connector, a Llama
+decoder.
 
-Sources: HuggingFaceTB/SmolVLM-256M-Instruct and HuggingFaceM4/Idefics3-8B-Llama3 (model cards, config.json,
-processor and tokenizer configs, generation_config.json); transformers' ``Idefics3Processor`` / ``SmolVLMProcessor``
-for the token layout. An image is resized so its longest edge is ``size["longest_edge"]``, then to multiples of
-``max_image_size`` and cut into rows x cols tiles of that size, plus the whole image shrunk to one tile (the global
-image). ``<image>`` in the template text becomes, per tile, ``<fake_token_around_image><row_r_col_c>`` followed by
-``image_seq_len`` ``<image>`` tokens, a newline after each row, then ``\\n<fake_token_around_image><global-img>``,
-the global image's ``<image>`` tokens and a closing ``<fake_token_around_image>``. Each tile is
-``image_seq_len`` = (tile / patch)^2 / scale_factor^2 tokens: (512 / 16)^2 / 4^2 = 64 for SmolVLM-256M,
-(364 / 14)^2 / 2^2 = 169 for Idefics3-8B.
+``model_type`` ``smolvlm`` is the SmolVLM2 checkpoints (HuggingFaceTB/SmolVLM2-256M-Video-Instruct, -500M, -2.2B);
+``idefics3`` is HuggingFaceM4/Idefics3-8B-Llama3 and also the first SmolVLM checkpoints (HuggingFaceTB/SmolVLM-Instruct,
+-256M, -500M), which ship the SmolVLM template: both templates end a turn with ``<end_of_utterance>`` and open an answer
+with ``Assistant:``, so one masking rule serves them all. Sources: their model cards and generation_config.json
+(``<end_of_utterance>`` ends generation; pad is ``<|im_end|>`` / ``<|reserved_special_token_0|>``), SmolVLM2's
+processor_config.json (image_seq_len 64), and transformers' ``Idefics3Processor`` / ``SmolVLMProcessor`` and their
+tests for the token layout.
+
+An image is resized so its longest edge is ``size["longest_edge"]``, then up to multiples of ``max_image_size`` and
+cut into rows x cols tiles of that size, plus the whole image shrunk to one tile (the global image). ``<image>`` in
+the template text becomes, per tile, ``<fake_token_around_image><row_r_col_c>`` and ``image_seq_len`` ``<image>``
+tokens, a newline after each row, then ``\\n<fake_token_around_image><global-img>``, the global image's ``<image>``
+tokens and a closing ``<fake_token_around_image>``. A tile is ``image_seq_len`` = (tile / patch)^2 / scale_factor^2
+tokens: (512 / 16)^2 / 4^2 = 64 for SmolVLM2-256M, (364 / 14)^2 / 2^2 = 169 for Idefics3-8B.
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ SMOLVLM = register_family(FamilySpec(
     name="smolvlm", model_class="SmolVLMForConditionalGeneration", processor_class="SmolVLMProcessor",
     chat_template="smolvlm.jinja",
     template_source=(
-        "HuggingFaceTB/SmolVLM-Instruct chat_template, byte-identical in SmolVLM2 (trl 1.16 "
+        "HuggingFaceTB/SmolVLM2-256M-Video-Instruct chat_template, byte-identical to SmolVLM's (trl 1.16 "
         "trl/chat_templates/smolvlm.jinja; the same string as prepare_processor_dict in huggingface/transformers "
         "tests/models/smolvlm/test_processing_smolvlm.py)"),
     special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IMAGE_TOKENS),
@@ -98,7 +104,7 @@ SMOLVLM = register_family(FamilySpec(
     tokenizer_class="GPT2Tokenizer", image_processor_class="SmolVLMImageProcessor", pad_token="<|im_end|>",
     tiny_tokenizer={"bos_token": "<|im_start|>"}, tiny_config=_tiny_smolvlm,
     image_placeholder_text=smolvlm_image_text,
-    source="https://huggingface.co/HuggingFaceTB/SmolVLM-256M-Instruct", **_COMMON,
+    source="https://huggingface.co/HuggingFaceTB/SmolVLM2-256M-Video-Instruct", **_COMMON,
 ))
 IDEFICS3 = register_family(FamilySpec(
     name="idefics3", model_class="Idefics3ForConditionalGeneration", processor_class="Idefics3Processor",

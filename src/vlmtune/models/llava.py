@@ -1,28 +1,28 @@
-"""LLaVA-1.5 (CLIP ViT-L/14-336, MLP projector, Vicuna) and LLaVA-OneVision (SigLIP, any-resolution tiles, Qwen2).
+"""LLaVA-1.5 and LLaVA-OneVision, as the llava-hf checkpoints have them.
 
-LLaVA-1.5 sources: the model card and config.json / tokenizer_config.json / preprocessor_config.json of
-llava-hf/llava-1.5-7b-hf; transformers 5.24 ``models/llava`` and docs/source/en/model_doc/llava.md;
-haotian-liu/LLaVA ``llava/conversation.py`` and ``llava/train/train.py``. Chat template: the string in
-transformers' tests/models/llava/test_processing_llava.py (``prepare_processor_dict``), which renders the prompt
-transformers' test_processor_llava.py expects from the llava-hf/llava-1.5-7b-hf checkpoint
-(``"USER: <image>\\nWhat is shown in this image? ASSISTANT:"``).
+LLaVA-1.5 (``llava``): CLIP ViT-L/14-336, two-layer MLP projector, Vicuna-7B/13B (Llama). Sources: the model card
+and config / tokenizer / processor files of llava-hf/llava-1.5-7b-hf; transformers 5.24 ``models/llava`` and
+docs/source/en/model_doc/llava.md; haotian-liu/LLaVA ``llava/conversation.py`` and ``llava/train/train.py``.
+The chat template is the string in transformers' tests/models/llava/test_processing_llava.py, which renders what
+test_processor_llava.py expects from the checkpoint (``"USER: <image>\\nWhat is shown in this image? ASSISTANT:"``).
+It writes ``USER: `` / ``ASSISTANT: `` before each turn, a turn's images first as ``<image>\\n`` each, a space
+after every text, a system message as its bare text before the first turn (no default one), and ``ASSISTANT:``
+as the generation prompt. Nothing closes an answer: a space follows it. The documented multi-turn format is
+``USER: <image>\\n<prompt1> ASSISTANT: <answer1></s>USER: <prompt2> ASSISTANT:`` (llava.md), as LLaVA's own
+training wrote it (``conv_vicuna_v1``) and labelled it (answer + ``</s>``, ``preprocess_v1``): that taught the
+model to end answers with ``</s>``, the eos_token_id generation stops on. So ``turn_end_replaces=" "``: the
+renderer writes ``</s>`` in place of the space after each answer and trains on it; on the template's bare text
+the model would learn that an answer runs on into the next ``USER:``. The tokenizer is Llama's legacy
+SentencePiece one, adding ``<s>`` (transformers 5 loads llava tokenizers from tokenizer.json as they are).
 
-Template. ``USER: `` and ``ASSISTANT: `` before each turn's text, the images of a turn first as ``<image>\\n``
-each, every text followed by a space; a system message is its bare text (no role name) before the first turn,
-and there is no default one. The generation prompt is ``ASSISTANT:``. Nothing closes an assistant turn: after an
-answer comes a space and the next ``USER:``, or the end of the text.
-
-Turn end. The documented multi-turn format is ``USER: <image>\\n<prompt1> ASSISTANT: <answer1></s>USER: <prompt2>
-ASSISTANT:`` (transformers' llava.md), as in LLaVA's own training (``conv_vicuna_v1``: ``</s>`` after each answer;
-``preprocess_v1`` trains on the answer and that ``</s>``), which taught the model to end every answer with
-``</s>``, the checkpoints' eos_token_id that generation stops on. The template writes a space there instead, so
-the spec sets ``turn_end_replaces=" "``: the renderer writes ``</s>`` in place of the space after each answer and
-trains on the answer plus ``</s>``. Fine-tuning on the template's bare text would teach the model that an answer
-runs on into the next ``USER:``.
-
-Tokenizer. A Llama SentencePiece tokenizer that prepends ``<s>`` to every sequence; ``<image>`` and ``<pad>`` are
-added tokens. Each image becomes 576 ``<image>`` tokens (24 x 24 patches of the 336-px centre crop; the CLS
-token is dropped, ``vision_feature_select_strategy="default"``).
+LLaVA-OneVision (``llava_onevision``): SigLIP-so400m, MLP projector, Qwen2; one image is cut into up to 6 x 6
+384-px tiles plus a base view ("anyres_max_9" pools them to at most 9 tiles' worth), each of several images of a
+sample is its base view only. Sources: llava-hf/llava-onevision-qwen2-7b-ov-hf; transformers 5.24
+``models/llava_onevision``. The chat template is the string in transformers'
+tests/models/llava_onevision/test_processing_llava_onevision.py, which renders what test_processor_llava_onevision.py
+expects from the checkpoint: ``<|im_start|>{role} ``, the turn's images as ``<image>``, each text as
+``\\n{text}``, then ``<|im_end|>`` (no newline between turns); the generation prompt is
+``<|im_start|>assistant\\n``, without the space rendered turns have (``<|im_start|>assistant \\n{answer}``).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ LLAVA_ONEVISION = register_family(FamilySpec(
                      "tests/models/llava_onevision/test_processing_llava_onevision.py prepare_processor_dict"),
     special_tokens=_ONEVISION_SPECIAL_TOKENS, tokenizer_class="Qwen2Tokenizer",
     image_processor_class="LlavaOnevisionImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    # The header of rendered turns, " \n" included (one Qwen2 pre-token): only the answer and <|im_end|> train.
     assistant_header="<|im_start|>assistant \n", turn_end="<|im_end|>",
     components={
         "vision": ("model.vision_tower",),
@@ -144,8 +145,9 @@ LLAVA_ONEVISION = register_family(FamilySpec(
     language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     image_token_counts=_onevision_image_tokens,
     tiny_config=_tiny_onevision,
-    # The real processor: 384-px tiles, the 36 grid pinpoints, padding to the best grid, mean = std = 0.5.
-    tiny_image_processor={"size": {"height": _OV_TILE, "width": _OV_TILE}, "image_grid_pinpoints": _OV_PINPOINTS},
+    # The real processor: 384-px tiles on the 36 grid pinpoints, SigLIP's mean = std = 0.5.
+    tiny_image_processor={"size": {"height": _OV_TILE, "width": _OV_TILE}, "image_grid_pinpoints": _OV_PINPOINTS,
+                          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
     tiny_processor={"num_image_tokens": _OV_TOKENS, "vision_feature_select_strategy": "full",
                     "vision_aspect_ratio": "anyres_max_9"},
     source="https://huggingface.co/llava-hf/llava-onevision-qwen2-7b-ov-hf",

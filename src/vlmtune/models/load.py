@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from .infer import infer_spec, with_components
 from .processor_compat import processor_class
-from .registry import get_family
+from .registry import UnknownFamilyError, get_family
 from .spec import FamilySpec
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def family_of(model: str | Path) -> FamilySpec:
-    """Spec of the family a checkpoint belongs to, from its ``config.json`` model_type."""
-    return get_family(AutoConfig.from_pretrained(str(model)).model_type)
+    """Spec of the family a checkpoint belongs to, from its ``config.json`` model_type; for a model_type with no
+    registry entry, a spec read from the checkpoint itself (:mod:`vlmtune.models.infer`)."""
+    return spec_for(model, check_split=False)
+
+
+def spec_for(model: str | Path, components: Mapping[str, Sequence[str]] | None = None,
+             check_split: bool = True) -> FamilySpec:
+    """:func:`family_of` for training: ``components`` (the run config's ``model.components``) replaces the module
+    prefixes of the components it names, and an unregistered model whose split into components is uncertain is
+    refused (``check_split``) rather than guessed."""
+    config = AutoConfig.from_pretrained(str(model))
+    try:
+        spec = get_family(config.model_type)
+    except UnknownFamilyError:
+        return infer_spec(model, config, components, check_split)
+    return with_components(spec, config, components) if components else spec
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -36,11 +53,22 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
                    max_pixels: int | None = None) -> Any:
     """Load the checkpoint's processor, with the image pixel limits overridden where given."""
     kwargs: dict[str, Any] = {}
+    if (min_pixels is not None or max_pixels is not None) and not spec.max_pixels:
+        # Tiling families size images by tiles (size / max_image_size); a pixel cap would be silently ignored.
+        from ..config import ConfigError
+
+        raise ConfigError(f"data.min_pixels / data.max_pixels do not apply to family {spec.name}: its processor "
+                         "sizes images by tiles; leave them unset and set the image size in the checkpoint's "
+                         "preprocessor_config.json")
     if min_pixels is not None:
         kwargs["min_pixels"] = min_pixels
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
-    return processor_class(spec.processor_class).from_pretrained(str(model), **kwargs)
+    # With the model's config, transformers falls back to the image processor it now maps the model_type to where the
+    # folder names a class it no longer has (older Qwen2.5-VL folders: Qwen2_5_VLImageProcessor); the folder's own
+    # settings (its pixel limits) still apply.
+    config = AutoConfig.from_pretrained(str(model))
+    return processor_class(spec.processor_class).from_pretrained(str(model), config=config, **kwargs)
 
 
 def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None
@@ -49,5 +77,6 @@ def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantizati
     bitsandbytes 4-bit for QLoRA, placed on the GPU)."""
     if quantization_config is not None:
         return AutoModelForImageTextToText.from_pretrained(
-            str(model), dtype=dtype, quantization_config=quantization_config, device_map={"": 0})
+            str(model), dtype=dtype, quantization_config=quantization_config,
+            device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})  # each data-parallel process on its own GPU
     return AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype)

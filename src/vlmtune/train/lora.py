@@ -8,7 +8,7 @@ would silently put adapters on the vision tower.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import peft
 from torch import nn
@@ -95,10 +95,12 @@ def parameter_table(model: nn.Module, spec: FamilySpec) -> dict[str, tuple[int, 
     return {c: (t, n) for c, (t, n) in table.items() if n}
 
 
-def format_table(table: dict[str, tuple[int, int]]) -> str:
-    rows = [f"{'component':<10} {'trainable':>12} {'total':>12}"]
+def format_table(table: dict[str, tuple[int, int]], modules: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The table as text; with ``modules`` (component -> module prefixes) a column shows where each part lives."""
+    rows = [f"{'component':<10} {'trainable':>12} {'total':>12}" + ("  modules" if modules else "")]
     for component, (trainable, total) in table.items():
-        rows.append(f"{component:<10} {trainable:>12,} {total:>12,}")
+        where = f"  {', '.join(modules.get(component, ())) or '-'}" if modules else ""
+        rows.append(f"{component:<10} {trainable:>12,} {total:>12,}{where}")
     trainable = sum(t for t, _ in table.values())
     total = sum(n for _, n in table.values())
     rows.append(f"{'all':<10} {trainable:>12,} {total:>12,}  ({100 * trainable / max(total, 1):.2f}% trainable)")

@@ -18,11 +18,11 @@ from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
 from ..data.check import TOO_LONG, check_dataset
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
-from ..models import FamilySpec, family_of, load_model, load_processor, resolve_dtype
+from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
 from .callbacks import MetricsFile
 from .checkpoints import checkpoints, resolve_resume
 from .lora import apply_lora, format_table, parameter_table, prepare_full
-from .trainer import NonFiniteLoss, VlmTrainer
+from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
 
 log = logging.getLogger("vlmtune")
 
@@ -45,14 +45,18 @@ def train(cfg: Config, resume: str | None = None) -> RunResult:
     run_dir = Path(cfg.train.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
-    log_file = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w")
-    log.addHandler(log_file)
+    # One log file per run: data-parallel workers (RANK > 0) log to their console only.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    log_file = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w") if main_process else None
+    if log_file:
+        log.addHandler(log_file)
     log.setLevel(logging.INFO)
     try:
         return _train(cfg, run_dir, resolve_resume(resume, run_dir / "checkpoints"))
     finally:
-        log.removeHandler(log_file)
-        log_file.close()
+        if log_file:
+            log.removeHandler(log_file)
+            log_file.close()
 
 
 def check_runnable(cfg: Config) -> None:
@@ -72,7 +76,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     set_seed(cfg.train.seed)
 
     # Data first: every record is checked in seconds, before any weights are loaded.
-    spec = family_of(cfg.model.path)
+    spec = spec_for(cfg.model.path, cfg.model.components)
     processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
     renderer = Renderer(processor, spec, cfg.data.max_length)
     train_samples = checked_samples(cfg.data.train, cfg.data, renderer, "data.train")
@@ -98,6 +102,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
             trainer = VlmTrainer(
                 model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                 data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
+                compute_loss_func=causal_lm_loss,
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
             )
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -105,18 +110,20 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
         kept = checkpoints(run_dir / "checkpoints")
         where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was saved (train.save_steps)"
         raise TrainingError(f"{e}. The run stopped; {where}. Check those samples or lower train.lr") from None
-    if not args.should_save:  # data-parallel workers: rank 0 writes the outputs
-        return RunResult(run_dir=run_dir, weights_dir=run_dir, metrics={})
-
+    # Every process takes part in the last validation and the save: under ZeRO-3 / FSDP the weights are sharded
+    # and gathering them needs all ranks; the main process alone writes files.
+    val_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
     weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
-    model.save_pretrained(weights_dir)
+    trainer.save_model(str(weights_dir))
+    if not args.should_save:
+        return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics={})
     if cfg.train.method == "full":
         processor.save_pretrained(weights_dir)
     write_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     metrics = {"train_loss": output.training_loss, "steps": output.global_step,
                "train_runtime_s": output.metrics.get("train_runtime"), "family": spec.name}
     if val_ds is not None:
-        metrics["val_loss"] = trainer.evaluate()["eval_loss"]
+        metrics["val_loss"] = val_loss
         if cfg.eval.at_end:
             metrics.update(evaluate_run(cfg, model, renderer, val_samples, run_dir))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -202,7 +209,7 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
 
 def build_model(cfg: Config, spec: FamilySpec | None = None) -> torch.nn.Module:
     """The model with exactly the weights ``cfg`` trains left trainable (QLoRA: the language model in 4 bits)."""
-    spec = spec or family_of(cfg.model.path)
+    spec = spec or spec_for(cfg.model.path, cfg.model.components)
     method = cfg.train.method
     quantization = quantization_config(cfg, spec) if method == "qlora" else None
     model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype), quantization)

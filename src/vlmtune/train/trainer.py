@@ -9,8 +9,22 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer
+from transformers.loss.loss_utils import ForCausalLMLoss
 
 from ..data.collate import SAMPLE_IDS
+
+
+def causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+                   ) -> torch.Tensor:
+    """Next-token cross-entropy summed over label tokens and divided by the label tokens of the whole optimizer
+    step (all micro-batches, all processes) when the Trainer gives that count.
+
+    Computed here rather than by the model because VLM classes differ: some (Qwen2.5-VL, Qwen3-VL) average
+    per micro-batch, which weighs a short answer in a small batch like a long one under gradient accumulation
+    or data parallelism. With this, every family trains on the per-token mean of the full batch.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    return ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
 
 
 class NonFiniteLoss(RuntimeError):

@@ -1,0 +1,101 @@
+"""Rendered samples cached on disk: the chat template, tokenizer, image decoding and the image processor run
+once per sample, and every later epoch, run or process reads the tensors back (safetensors).
+
+A sample's key hashes everything its tensors depend on: its content (messages, image paths), each image file's
+size and modification time, the processor's settings (image processor, chat template, tokenizer vocabulary), the
+family's masking markers, ``max_length`` and the vlmtune version. Changing any of them renders afresh; stale
+entries are never read (delete the folder to reclaim the space).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from .check import content_key
+from .render import Renderer
+from .sample import Sample
+
+
+class CachedRenderer:
+    """A :class:`Renderer` whose :meth:`encode` reads a sample's tensors from ``cache_dir`` when they are there.
+
+    Safe with several processes at once (DataLoader workers, data-parallel ranks): files are written under a
+    temporary name and renamed into place.
+    """
+
+    def __init__(self, renderer: Renderer, cache_dir: str | Path):
+        self.renderer = renderer
+        self.root = Path(cache_dir)
+        self.fingerprint = renderer_fingerprint(renderer)
+        self._keys: dict[str, str] = {}
+        self.hits = self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:  # everything but encode is the renderer's own
+        return getattr(self.renderer, name)
+
+    def path(self, sample: Sample) -> Path:
+        key = self._keys.get(sample.id)
+        if key is None:
+            h = hashlib.sha256(self.fingerprint.encode())
+            h.update(content_key(sample).encode())
+            for image in sample.images:
+                st = os.stat(image)
+                h.update(f"\0{st.st_size}:{st.st_mtime_ns}".encode())
+            key = self._keys[sample.id] = h.hexdigest()
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def encode(self, sample: Sample) -> dict[str, torch.Tensor]:
+        """``renderer.encode(sample)``, from the cache when present (written there otherwise)."""
+        path = self.path(sample)
+        if path.is_file():
+            try:
+                features = load_file(path)
+                self.hits += 1
+                return features
+            except (SafetensorError, OSError):  # a truncated or foreign file: render again and replace it
+                pass
+        features = self.renderer.encode(sample)
+        self.misses += 1
+        if all(isinstance(v, torch.Tensor) for v in features.values()):
+            _write(path, features)
+        return features
+
+
+def _write(path: Path, features: dict[str, torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in features.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def renderer_fingerprint(renderer: Renderer) -> str:
+    """Hash of everything besides the sample that decides what ``renderer.encode`` returns."""
+    processor, spec = renderer.processor, renderer.spec
+    tokenizer = processor.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    parts = {
+        "vlmtune": __version__, "family": spec.name, "max_length": renderer.max_length,
+        "markers": [spec.assistant_header, spec.turn_end, spec.answer_prefix, spec.turn_end_replaces,
+                    sorted(spec.chat_template_kwargs.items())],
+        "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else repr(processor),
+        "chat_template": getattr(processor, "chat_template", None),
+        "tokenizer": [type(tokenizer).__name__, hashlib.sha256(vocab.encode()).hexdigest(),
+                      tokenizer.padding_side, str(tokenizer.special_tokens_map)],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,138 @@
+"""Length-grouped batches: samples of similar length (text + visual tokens) share a batch, so little of it is
+padding, with a fixed number of samples per batch or a token budget per batch.
+
+Lengths come from ``Renderer.count_tokens`` during the data check, before training: no sample is rendered to
+measure it. The batch plan is a pure function of (lengths, seed, epoch), so every data-parallel rank computes the
+same plan and a resumed run replays the same batches.
+
+Under data parallelism accelerate wraps the sampler in ``BatchSamplerShard``, which deals batch ``i`` to rank
+``i % world_size``. The plan is built in *steps*: runs of ``world_size x grad_accum`` consecutive batches of
+neighbouring lengths, shuffled as units. The ranks of one optimizer step thus hold batches of about the same
+length (none waits long for the others), and the samples of a step are the same as one process would see with a
+``world_size`` times larger batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from functools import partial
+
+from torch.utils.data import DataLoader
+from transformers import TrainerCallback
+from transformers.trainer_utils import seed_worker
+
+log = logging.getLogger("vlmtune")
+
+MEGABATCH = 50
+"""Fixed batch size: batches are formed by sorting random chunks of ``MEGABATCH`` optimizer steps' worth of
+samples (transformers' ``LengthGroupedSampler`` uses the same factor), so batch contents change every epoch."""
+
+
+class LengthGroupedBatchSampler:
+    """Yields lists of dataset indices, every index exactly once per epoch.
+
+    ``batch_size``: samples per batch (the last batches of a chunk may hold fewer). ``max_tokens``: instead, as many
+    samples as fit ``n x longest <= max_tokens`` (padded tokens, what memory and compute see); a sample longer than
+    the budget forms a batch alone. With a budget the batches are cut from the whole dataset sorted by length (ties
+    broken at random each epoch) and only their order is shuffled per epoch, like fairseq's ``batch_by_size``: the
+    number of batches then stays the same every epoch, which the Trainer's step count and schedule rely on.
+    """
+
+    # accelerate's BatchSamplerShard reads this: None means batches of varying size, dealt to ranks whole.
+    batch_size = None
+
+    def __init__(self, lengths: Sequence[int], batch_size: int | None = None, max_tokens: int | None = None,
+                 seed: int = 0, step_batches: int = 1):
+        if (batch_size is None) == (max_tokens is None):
+            raise ValueError("give exactly one of batch_size and max_tokens")
+        self.lengths, self.per_batch, self.max_tokens = list(lengths), batch_size, max_tokens
+        self.seed, self.step_batches, self.epoch = seed, max(1, step_batches), 0
+        self._plans: dict[int, list[list[int]]] = {}
+        if max_tokens is not None:
+            over = sum(n > max_tokens for n in self.lengths)
+            if over:
+                log.warning("%d samples are longer than train.max_tokens_per_batch=%d; each trains in a batch of "
+                            "its own", over, max_tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        yield from self.plan(self.epoch)
+
+    def __len__(self) -> int:
+        return len(self.plan(0))  # the same for every epoch (see the class docstring)
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """The batches of ``epoch``, in training order."""
+        if epoch not in self._plans:
+            self._plans = {epoch: self._plan(epoch)}  # keep one: a long run must not hold every epoch's plan
+        return self._plans[epoch]
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 100_003 + epoch)
+        n = len(self.lengths)
+        if self.max_tokens is None:
+            order = rng.sample(range(n), n)
+            chunk = self.per_batch * self.step_batches * MEGABATCH
+            batches = []
+            for start in range(0, n, chunk):
+                part = sorted(order[start:start + chunk], key=self.lengths.__getitem__, reverse=True)
+                batches += [part[i:i + self.per_batch] for i in range(0, len(part), self.per_batch)]
+        else:
+            ties = [rng.random() for _ in range(n)]
+            batches = self._fill(sorted(range(n), key=lambda i: (self.lengths[i], ties[i]), reverse=True))
+        steps = [batches[i:i + self.step_batches] for i in range(0, len(batches), self.step_batches)]
+        rng.shuffle(steps)
+        # The step with the most padded tokens goes first: a batch too big for memory fails at once, not hours in.
+        biggest = max(range(len(steps)), key=lambda s: sum(self.padded_tokens(b) for b in steps[s]))
+        steps.insert(0, steps.pop(biggest))
+        return [batch for step in steps for batch in step]
+
+    def _fill(self, order: list[int]) -> list[list[int]]:
+        """Greedy batches over indices sorted by decreasing length: the first of a batch is its longest."""
+        batches: list[list[int]] = []
+        for i in order:
+            if batches and (len(batches[-1]) + 1) * self.lengths[batches[-1][0]] <= self.max_tokens:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def padded_tokens(self, batch: list[int]) -> int:
+        return len(batch) * max(self.lengths[i] for i in batch)
+
+
+class SamplerEpoch(TrainerCallback):
+    """Sets the sampler's epoch at each epoch start, from the step count as the Trainer counts epochs.
+
+    The Trainer calls ``set_epoch`` itself, except on the resumed epoch of a run continued from a checkpoint, where
+    accelerate's batch-skipping wrapper hides the sampler; without this a run resumed in epoch 2 would replay
+    epoch 0's order.
+    """
+
+    def __init__(self, sampler: LengthGroupedBatchSampler):
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        if train_dataloader is not None:
+            batches = len(train_dataloader)
+            steps_per_epoch = batches // args.gradient_accumulation_steps + int(
+                batches % args.gradient_accumulation_steps > 0)
+            self.sampler.set_epoch(state.global_step // max(1, steps_per_epoch))
+
+
+def grouped_dataloader(trainer, sampler: LengthGroupedBatchSampler) -> DataLoader:
+    """The Trainer's training DataLoader with ``sampler`` as its batch sampler, prepared by accelerate (which
+    shards it over data-parallel ranks and moves batches to the device)."""
+    args = trainer.args
+    workers = args.dataloader_num_workers
+    loader = DataLoader(
+        trainer.train_dataset, batch_sampler=sampler, collate_fn=trainer.data_collator, num_workers=workers,
+        pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers and workers > 0,
+        prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+        worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+    )
+    return trainer.accelerator.prepare(loader)
