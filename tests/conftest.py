@@ -54,3 +54,14 @@ def conversation(first_image: str = "red.png", second_image: str = "blue.png") -
                                      {"type": "image", "image": second_image}]},
         {"role": "assistant", "content": [{"type": "text", "text": "It is blue."}]},
     ]}
+
+
+def dry_run_table(folder: Path, tmp_path: Path, capsys, *overrides: str) -> dict[str, list[int]]:
+    """``vlmtune train --dry-run`` on ``folder``: component -> [trainable, total] as printed."""
+    from vlmtune.cli.main import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
+    assert main(["train", str(config), "--dry-run", *overrides]) == 0
+    return {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
+            for line in capsys.readouterr().out.splitlines()[2:]}

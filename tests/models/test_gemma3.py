@@ -7,8 +7,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoTokenizer
 
-from tests.conftest import write_jsonl
-from vlmtune.cli.main import main
+from tests.conftest import dry_run_table, write_jsonl
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.models import get_family, load_model, load_processor
 
@@ -31,11 +30,7 @@ def _image_run(processor) -> str:
 
 
 def test_dry_run_parameter_table_for_lora_r8(folder, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
-    assert main(["train", str(config), "--dry-run", "lora.r=8"]) == 0
-    rows = {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
-            for line in capsys.readouterr().out.splitlines()[2:]}
+    rows = dry_run_table(folder, tmp_path, capsys, "lora.r=8")
 
     cfg = AutoConfig.from_pretrained(folder)
     text, vision = cfg.text_config, cfg.vision_config

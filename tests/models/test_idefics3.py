@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig
 
-from tests.conftest import write_jsonl
-from vlmtune.cli.main import main
+from tests.conftest import dry_run_table, write_jsonl
 from vlmtune.config import load_config
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.data.demo import make_demo_data
@@ -32,11 +31,7 @@ def processor(tiny_dir, family):
 
 def test_dry_run_parameter_table_for_lora_r8(tiny_dir, family, tmp_path, capsys):
     folder = tiny_dir(family)
-    config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
-    assert main(["train", str(config), "--dry-run", "lora.r=8"]) == 0
-    rows = {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
-            for line in capsys.readouterr().out.splitlines()[2:]}
+    rows = dry_run_table(folder, tmp_path, capsys, "lora.r=8")
 
     cfg = AutoConfig.from_pretrained(folder)
     text, vision = cfg.text_config, cfg.vision_config

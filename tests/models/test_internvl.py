@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig
 
-from vlmtune.cli.main import main
+from tests.conftest import dry_run_table
 from vlmtune.models import get_family, load_model, load_processor
 
 FAMILY = "internvl"
@@ -24,11 +24,7 @@ def processor(folder):
 
 
 def test_dry_run_parameter_table_for_lora_r8(folder, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
-    assert main(["train", str(config), "--dry-run", "lora.r=8"]) == 0
-    rows = {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
-            for line in capsys.readouterr().out.splitlines()[2:]}
+    rows = dry_run_table(folder, tmp_path, capsys, "lora.r=8")
 
     cfg = AutoConfig.from_pretrained(folder)
     text, vision = cfg.text_config, cfg.vision_config
