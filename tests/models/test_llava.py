@@ -5,8 +5,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig
 
-from tests.conftest import conversation, write_jsonl
-from vlmtune.cli.main import main
+from tests.conftest import conversation, dry_run_table, write_jsonl
 from vlmtune.config import load_config
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.data.collate import Collator
@@ -30,14 +29,6 @@ def _processor(folder, family):
     return load_processor(folder, get_family(family))
 
 
-def _dry_run_rows(folder, tmp_path, capsys) -> dict[str, list[int]]:
-    config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
-    assert main(["train", str(config), "--dry-run", "lora.r=8"]) == 0
-    return {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
-            for line in capsys.readouterr().out.splitlines()[2:]}
-
-
 def _lora_r8(text) -> int:
     """LoRA r=8 on every language linear (the default "all-linear"): A is r x in, B is out x r."""
     h, ffn = text.hidden_size, text.intermediate_size
@@ -53,7 +44,7 @@ def _vision_layers(vision) -> int:
 
 
 def test_llava_dry_run_parameter_table_for_lora_r8(llava, tmp_path, capsys):
-    rows = _dry_run_rows(llava, tmp_path, capsys)
+    rows = dry_run_table(llava, tmp_path, capsys, "lora.r=8")
     cfg = AutoConfig.from_pretrained(llava)
     text, vision = cfg.text_config, cfg.vision_config
     h, ffn, vocab = text.hidden_size, text.intermediate_size, text.vocab_size
@@ -144,7 +135,7 @@ def test_llava_tokenizer_adds_bos_and_each_image_is_16_tokens(llava):
 
 
 def test_onevision_dry_run_parameter_table_for_lora_r8(onevision, tmp_path, capsys):
-    rows = _dry_run_rows(onevision, tmp_path, capsys)
+    rows = dry_run_table(onevision, tmp_path, capsys, "lora.r=8")
     cfg = AutoConfig.from_pretrained(onevision)
     text, vision = cfg.text_config, cfg.vision_config
     h, ffn, vocab = text.hidden_size, text.intermediate_size, text.vocab_size

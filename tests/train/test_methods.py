@@ -131,16 +131,23 @@ def test_a_non_finite_loss_stops_the_run_naming_the_batch_and_the_checkpoint_kep
         model.get_input_embeddings().weight[token] = float("inf")
     model.save_pretrained(broken)
     processor.save_pretrained(broken)
+    answers = ["red", "blue", "green", "red", "blue", "green", "red", "blue", "it is purple"]
     rows = [{"messages": [{"role": "user", "content": "Say a colour."}, {"role": "assistant", "content": c}]}
-            for c in ("red", "blue", "green", "red", "it is purple")]
+            for c in answers]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(None, [f"model.path={broken}", f"data.train={data}", f"train.output_dir={tmp_path / 'run'}",
                              "train.progress=false", "train.batch_size=1", "train.save_steps=1",
                              "train.report_to=none", "data.cache_in_memory=true"])
-    with pytest.raises(TrainingError, match=rf"loss is (nan|inf) at step \d+; the batch held {data}:5\. The run "
-                                            rf"stopped; last good checkpoint: .*checkpoint-\d+"):
+    with pytest.raises(TrainingError, match=rf"loss is (nan|inf) at step \d+; the batch held {data}:9\. The run "
+                                            "stopped; ") as err:
         train(cfg)
+    step = int(str(err.value).split(" at step ")[1].split(";")[0])
+    if step > 1:  # every finished step was checkpointed: the message names the last one, and it is on disk
+        assert f"last good checkpoint: {tmp_path / 'run' / 'checkpoints' / f'checkpoint-{step - 1}'}" in str(err.value)
+        assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{step - 1}" / "trainer_state.json").is_file()
+    else:
+        assert "no checkpoint was saved" in str(err.value)
 
 
 def test_early_stopping_and_best_checkpoint_need_validation_and_aligned_steps(tmp_path, tiny_dir):
