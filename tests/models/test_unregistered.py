@@ -228,3 +228,12 @@ def test_a_template_whose_turns_disagree_with_the_whole_stops_the_run(folder, tm
     cfg.write_text(f"model:\n  path: {crafted}\ndata:\n  train: {data}\ntrain:\n  output_dir: {tmp_path}/run\n")
     assert main(["train", str(cfg)]) == 2
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_the_key_also_replaces_a_registered_familys_prefixes_and_names_a_wrong_one(tiny_dir):
+    spec = spec_for(tiny_dir("qwen2_vl"), {"projector": ["model.visual.merger.mlp"]})
+    assert spec.components["projector"] == ("model.visual.merger.mlp",)
+    assert spec.component_of("model.visual.merger.ln_q.weight") == "vision"
+    with pytest.raises(ComponentsError, match=r"model\.components\.vision: no module or parameter is called "
+                                              r"'model\.vison'"):
+        spec_for(tiny_dir("qwen2_vl"), {"vision": ["model.vison"]})

@@ -198,3 +198,35 @@ def data_split(args: argparse.Namespace) -> int:
     out = Path(args.output_dir) if args.output_dir else Path(args.path).parent
     print(split(args.path, out, args.val, args.seed, args.format, _read_options(args)))
     return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ..config import load_config
+    from ..perf.bench import format_report, run_bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    result = run_bench(cfg, args.steps, args.warmup, args.baseline, args.random_init, progress=False)
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from ..config import load_config
+    from ..perf.estimate import estimate as run_estimate
+    from ..perf.estimate import format_estimate
+
+    cfg = load_config(args.config, args.overrides)
+    result = run_estimate(cfg, args.data, args.gpu, args.mfu, args.architecture)
+    print(json.dumps(result, indent=2) if args.json else format_estimate(result))
+    return 0

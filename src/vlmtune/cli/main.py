@@ -59,6 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="merged weights' dtype (default: the base's)")
     p.set_defaults(run=commands.export)
 
+    p = sub.add_parser("bench", help="measure training speed and memory (and the common recipe's with --baseline)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.batch_size=8")
+    p.add_argument("--steps", type=int, default=20, help="measured optimizer steps (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="steps run before measuring (default 3)")
+    p.add_argument("--baseline", action="store_true", help="also run the common recipe (datasets.map + "
+                   "DataCollatorForSeq2Seq + Trainer, random batches) on the same data and print the ratio")
+    p.add_argument("--random-init", nargs="?", const=True, default=False, metavar="CONFIG_JSON",
+                   help="random weights from the model's config, or from CONFIG_JSON's architecture (a GPU-sized "
+                   "model such as benchmarks/qwen2_5_vl_7b.json) with the checkpoint's processor")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON to OUT")
+    p.set_defaults(run=commands.bench)
+
+    p = sub.add_parser("estimate", help="estimate GPU memory and step time for full / LoRA / QLoRA, before training")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.batch_size=8")
+    p.add_argument("--data", help="data file for sequence lengths (default: the config's data.train)")
+    p.add_argument("--gpu", default="H100", help="GPU to estimate for (default H100): B200, H200, H100, H100 PCIe, "
+                   "A100, L40S, L4, ...")
+    p.add_argument("--architecture", metavar="CONFIG_JSON", help="estimate this architecture (config.json or "
+                   "folder) with the checkpoint's processor, e.g. benchmarks/qwen2_5_vl_7b.json")
+    p.add_argument("--mfu", type=float, help="model FLOPs utilisation to assume instead of the defaults")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=commands.estimate)
+
     _add_data_commands(sub)
 
     p = sub.add_parser("make-tiny-model", help="write a tiny random-init model of a family (no download)")

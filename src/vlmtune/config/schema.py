@@ -36,6 +36,9 @@ class DataConfig(_Section):
     cache_in_memory: bool = False
     """Keep each rendered sample (pixel tensors included) in RAM after its first epoch: fast for small
     sets, too much memory for large high-resolution ones."""
+    cache_dir: str | None = None
+    """Folder where rendered samples (ids, labels, pixel tensors) are kept on disk and reused by later epochs and
+    runs; keyed by sample content, image file size and mtime, processor settings and vlmtune version."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Table/HF-dataset columns: canonical field (image, prompt, answer, system) -> column name."""
     prompt: str | None = None
@@ -145,6 +148,15 @@ class TrainConfig(_Section):
     (tensorboard, wandb, mlflow, swanlab), each used only if installed."""
     trace_samples: bool = False
     """Write the sample ids of every batch, per process, to RUN/samples.rank<R>.jsonl."""
+    group_by_length: bool = True
+    """Batch samples of similar length (text + visual tokens, counted before training) so batches hold little
+    padding; batches still come in random order, reshuffled each epoch. false: random batches."""
+    max_tokens_per_batch: int | None = Field(default=None, gt=0)
+    """Instead of batch_size samples, fill each batch up to this many tokens counting padding (samples x longest);
+    short samples then share a batch in larger numbers. Implies grouping by length."""
+    dataloader_workers: int = Field(default=0, ge=0)
+    """Processes rendering batches while the model trains (0: in the training process). Pair with data.cache_dir
+    rather than data.cache_in_memory, whose cache each worker would hold separately."""
 
 
 TASKS = ("vqa", "chart_qa", "doc_vqa", "extraction", "grounding", "caption")

@@ -40,6 +40,7 @@ def is_inferred(spec: FamilySpec) -> bool:
 
 
 def unregistered_warning(spec: FamilySpec) -> str:
+    """The line a dry run and a training log print for an inferred spec."""
     return (f"warning: {spec.name} is not a registered vlmtune family: its components were inferred from the "
             f"module tree ({COMPONENTS_KEY} changes them) and the assistant answers are found by rendering the "
             "chat template turn by turn")

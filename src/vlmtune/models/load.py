@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .infer import infer_spec, with_components
+from .kernels import fast_kernels
 from .processor_compat import processor_class
 from .registry import UnknownFamilyError, get_family
 from .spec import FamilySpec
@@ -74,9 +75,10 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
 def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None
                ) -> torch.nn.Module:
     """Load the checkpoint's model with the generic image-text-to-text auto class (``quantization_config``: e.g.
-    bitsandbytes 4-bit for QLoRA, placed on the GPU)."""
+    bitsandbytes 4-bit for QLoRA, placed on the GPU). Attention (FlashAttention 2 or SDPA) and patch embeddings as
+    :func:`.kernels.fast_kernels` picks for the machine."""
     if quantization_config is not None:
-        return AutoModelForImageTextToText.from_pretrained(
+        return fast_kernels(AutoModelForImageTextToText.from_pretrained(
             str(model), dtype=dtype, quantization_config=quantization_config,
-            device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})  # each data-parallel process on its own GPU
-    return AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype)
+            device_map={"": int(os.environ.get("LOCAL_RANK", "0"))}), dtype)  # each data-parallel process on its GPU
+    return fast_kernels(AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype), dtype)

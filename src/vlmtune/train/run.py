@@ -15,10 +15,12 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from ..config import Config, ConfigError, dump_config
 from ..config.schema import DataConfig
 from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
-from ..data.check import TOO_LONG, check_dataset
+from ..data.cache import CachedRenderer
+from ..data.check import TOO_LONG, CheckReport, check_dataset
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
+from ..models.kernels import use_liger_kernels
 from .callbacks import MetricsFile
 from .checkpoints import checkpoints, resolve_resume
 from .lora import apply_lora, format_table, parameter_table, prepare_full
@@ -79,15 +81,17 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     spec = spec_for(cfg.model.path, cfg.model.components)
     processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
     renderer = Renderer(processor, spec, cfg.data.max_length)
-    train_samples = checked_samples(cfg.data.train, cfg.data, renderer, "data.train")
+    train_report = checked_report(cfg.data.train, cfg.data, renderer, "data.train")
+    train_samples = train_report.samples
     val_samples = checked_samples(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else []
 
     model = build_model(cfg, spec)
     log.info("trainable parameters (%s, family %s):\n%s", cfg.train.method, spec.name,
              format_table(parameter_table(model, spec)))
 
-    train_ds = EncodedDataset(train_samples, renderer, cache=cfg.data.cache_in_memory)
-    val_ds = EncodedDataset(val_samples, renderer, cache=cfg.data.cache_in_memory) if val_samples else None
+    encoder = CachedRenderer(renderer, cfg.data.cache_dir) if cfg.data.cache_dir else renderer
+    train_ds = EncodedDataset(train_samples, encoder, cache=cfg.data.cache_in_memory)
+    val_ds = EncodedDataset(val_samples, encoder, cache=cfg.data.cache_in_memory) if val_samples else None
     args = training_arguments(cfg, run_dir, has_val=val_ds is not None)
     tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", run_dir / "tensorboard"))
     callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None)]
@@ -102,7 +106,9 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
             trainer = VlmTrainer(
                 model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                 data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
-                compute_loss_func=causal_lm_loss,
+                compute_loss_func=causal_lm_loss, max_tokens_per_batch=cfg.train.max_tokens_per_batch,
+                train_lengths=[t + v for t, v in train_report.lengths] if cfg.train.group_by_length
+                or cfg.train.max_tokens_per_batch else None,
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
             )
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -187,6 +193,12 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
     Unusable records and over-long samples are dropped with a count (or stop the run, per
     ``data.on_bad_record`` / ``data.on_too_long``); a file with no usable sample stops it, naming why.
     """
+    return checked_report(path, data, renderer, key).samples
+
+
+def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) -> CheckReport:
+    """:func:`checked_samples` with the whole check report: ``report.lengths`` holds the (text, visual) token
+    counts of each usable sample, in the order of ``report.samples``."""
     report = check_dataset(path, data.format, data.read_options(), renderer)
     too_long = [p for p in report.problems if p.kind == TOO_LONG]
     invalid = [p for p in report.problems if p.kind != TOO_LONG]
@@ -204,15 +216,18 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
         raise DataError(f"{key}: no usable sample in {path} ({report.records} records): {reasons or 'empty file'}; "
                         f"run `vlmtune data check {path}` for the full list")
     log.info("%s: %d samples from %s (format %s)", key, len(report.samples), path, report.format)
-    return report.samples
+    return report
 
 
-def build_model(cfg: Config, spec: FamilySpec | None = None) -> torch.nn.Module:
-    """The model with exactly the weights ``cfg`` trains left trainable (QLoRA: the language model in 4 bits)."""
+def build_model(cfg: Config, spec: FamilySpec | None = None, base: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The model with exactly the weights ``cfg`` trains left trainable (QLoRA: the language model in 4 bits).
+
+    ``base``: an already built model to prepare instead of loading ``cfg.model.path`` (random-init benchmarks).
+    """
     spec = spec or spec_for(cfg.model.path, cfg.model.components)
     method = cfg.train.method
     quantization = quantization_config(cfg, spec) if method == "qlora" else None
-    model = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype), quantization)
+    model = base if base is not None else load_model(cfg.model.path, resolve_dtype(cfg.model.dtype), quantization)
     if method == "full":
         return prepare_full(model, spec, cfg.freeze)
     if quantization is not None:
@@ -299,5 +314,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         remove_unused_columns=False,  # the collator needs pixel_values, image_grid_thw, mm_token_type_ids
         report_to=report_to(t.report_to),
         disable_tqdm=not t.progress,
-        dataloader_num_workers=0,
+        dataloader_num_workers=t.dataloader_workers,
+        dataloader_persistent_workers=t.dataloader_workers > 0,  # workers keep what they cached between epochs
+        use_liger_kernel=use_liger_kernels(),
     )

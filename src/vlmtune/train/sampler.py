@@ -85,11 +85,16 @@ class LengthGroupedBatchSampler:
             ties = [rng.random() for _ in range(n)]
             batches = self._fill(sorted(range(n), key=lambda i: (self.lengths[i], ties[i]), reverse=True))
         steps = [batches[i:i + self.step_batches] for i in range(0, len(batches), self.step_batches)]
+        # An incomplete last step stays last: in the middle it would shift every later batch to another rank and
+        # optimizer step than its neighbours in length.
+        full = (lambda step: len(step) == self.step_batches) if self.max_tokens else (
+            lambda step: sum(map(len, step)) == self.per_batch * self.step_batches)
+        tail = [] if full(steps[-1]) else [steps.pop()]
         rng.shuffle(steps)
-        # The step with the most padded tokens goes first: a batch too big for memory fails at once, not hours in.
-        biggest = max(range(len(steps)), key=lambda s: sum(self.padded_tokens(b) for b in steps[s]))
-        steps.insert(0, steps.pop(biggest))
-        return [batch for step in steps for batch in step]
+        if steps:  # the step with the most padded tokens first: a batch too big for memory fails at once
+            biggest = max(range(len(steps)), key=lambda s: sum(self.padded_tokens(b) for b in steps[s]))
+            steps.insert(0, steps.pop(biggest))
+        return [batch for step in steps + tail for batch in step]
 
     def _fill(self, order: list[int]) -> list[list[int]]:
         """Greedy batches over indices sorted by decreasing length: the first of a batch is its longest."""

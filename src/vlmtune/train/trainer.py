@@ -1,17 +1,22 @@
 """transformers' Trainer with the few things a VLM run needs on top: the ids of each batch's samples (named when
-the loss stops being finite), tokens per second in the logs, and an optional per-process trace of batches."""
+the loss stops being finite), tokens per second in the logs, an optional per-process trace of batches, batches
+grouped by length (``sampler``) and logits only where a label is (``logits``)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from ..data.collate import SAMPLE_IDS
+from .logits import accepts_logits_to_keep, answer_logits_only
+from .sampler import LengthGroupedBatchSampler, SamplerEpoch, grouped_dataloader
 
 
 def causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
@@ -37,14 +42,36 @@ class NonFiniteLoss(RuntimeError):
 
 
 class VlmTrainer(Trainer):
-    def __init__(self, *args, trace_file: Path | None = None, **kwargs):
+    def __init__(self, *args, trace_file: Path | None = None, train_lengths: Sequence[int] | None = None,
+                 max_tokens_per_batch: int | None = None, **kwargs):
+        """``train_lengths`` (tokens of each training sample, visual included): batches grouped by length, of
+        ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``)."""
         super().__init__(*args, **kwargs)
         self.trace_file = trace_file
+        self.batch_sampler = None
+        if train_lengths is not None:
+            self.batch_sampler = LengthGroupedBatchSampler(
+                train_lengths, batch_size=None if max_tokens_per_batch else self._train_batch_size,
+                max_tokens=max_tokens_per_batch,
+                seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,
+                step_batches=self.args.world_size * self.args.gradient_accumulation_steps)
+            self.add_callback(SamplerEpoch(self.batch_sampler))
         self._tokens = 0
         self._last_log = (time.perf_counter(), 0)
+        self._keep_logits: bool | None = None
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.batch_sampler is None:
+            return super().get_train_dataloader()
+        return grouped_dataloader(self, self.batch_sampler)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs.pop(SAMPLE_IDS, [])
+        if model.training and self.compute_loss_func is not None and "labels" in inputs:
+            if self._keep_logits is None:
+                self._keep_logits = accepts_logits_to_keep(self.model)
+            if self._keep_logits:
+                inputs = answer_logits_only(inputs)
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if model.training:
             loss = result[0] if return_outputs else result

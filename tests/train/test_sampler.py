@@ -1,0 +1,149 @@
+"""Length-grouped batching: every sample once per epoch, the token budget kept, the same plan on every rank and
+after a restart, and not one per-sample loss changed by the grouping."""
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate.data_loader import BatchSamplerShard
+from PIL import Image
+
+from vlmtune.config import load_config
+from vlmtune.data import Collator, EncodedDataset, Renderer
+from vlmtune.data.check import check_dataset
+from vlmtune.models import family_of, load_model, load_processor
+from vlmtune.train import train
+from vlmtune.train.sampler import LengthGroupedBatchSampler, SamplerEpoch
+
+_RNG = random.Random(7)
+LENGTHS = [_RNG.randint(20, 400) for _ in range(203)]
+
+
+def _flat(plan):
+    return sorted(i for batch in plan for i in batch)
+
+
+def _padding(plan, lengths):
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in plan)
+    return 1 - sum(lengths) / padded
+
+
+@pytest.mark.parametrize("step_batches", [1, 3])
+def test_fixed_batches_cover_every_sample_once_per_epoch_in_a_new_order(step_batches):
+    sampler = LengthGroupedBatchSampler(LENGTHS, batch_size=4, seed=1, step_batches=step_batches)
+    plans = [sampler.plan(epoch) for epoch in range(3)]
+    for plan in plans:
+        assert _flat(plan) == list(range(len(LENGTHS)))
+        assert all(1 <= len(b) <= 4 for b in plan) and len(plan) == len(sampler)
+    assert plans[0] != plans[1] != plans[2]
+    assert LengthGroupedBatchSampler(LENGTHS, batch_size=4, seed=1, step_batches=step_batches).plan(1) == plans[1]
+    sampler.set_epoch(2)
+    assert list(sampler) == plans[2]
+    random_plan = [list(range(i, min(i + 4, len(LENGTHS)))) for i in range(0, len(LENGTHS), 4)]
+    assert _padding(plans[0], LENGTHS) < 0.05 < _padding(random_plan, LENGTHS)
+
+
+def test_token_budget_is_kept_and_the_batch_count_is_the_same_every_epoch():
+    lengths = LENGTHS + [900]  # longer than the budget: trains alone
+    sampler = LengthGroupedBatchSampler(lengths, max_tokens=1200, seed=0)
+    counts = set()
+    for epoch in range(4):
+        plan = sampler.plan(epoch)
+        assert _flat(plan) == list(range(len(lengths)))
+        assert all(len(b) * max(lengths[i] for i in b) <= 1200 or len(b) == 1 for b in plan)
+        assert [len(lengths) - 1] in plan
+        counts.add(len(plan))
+        assert max(len(b) for b in plan) > 3 * min(len(b) for b in plan)  # short samples share bigger batches
+    assert counts == {len(sampler)}
+    assert _padding(sampler.plan(0), lengths) < 0.05
+    first = sampler.plan(0)[0]
+    assert len(first) * max(lengths[i] for i in first) == max(
+        len(b) * max(lengths[i] for i in b) for b in sampler.plan(0))  # the biggest batch first
+
+
+def test_ranks_share_each_step_like_one_process_with_the_doubled_batch():
+    # accelerate deals batch i to rank i % 2; a step of two ranks then trains the samples one process would train
+    # in one batch of 8, and the two ranks' batches are neighbours in length.
+    two = LengthGroupedBatchSampler(LENGTHS, batch_size=4, seed=3, step_batches=2)
+    one = LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=3, step_batches=1)
+    ranks = [list(BatchSamplerShard(two, num_processes=2, process_index=r)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one)
+    for step, (a, b) in enumerate(zip(*ranks, strict=True)):
+        assert sorted(a + b) == sorted(one.plan(0)[step]) or step == len(one) - 1  # the odd tail wraps around
+    assert sorted({i for rank in ranks for batch in rank for i in batch}) == list(range(len(LENGTHS)))
+    budget = LengthGroupedBatchSampler(LENGTHS, max_tokens=1000, seed=3, step_batches=2)
+    shards = [list(BatchSamplerShard(budget, num_processes=2, process_index=r)) for r in range(2)]
+    assert sorted({i for rank in shards for batch in rank for i in batch}) == list(range(len(LENGTHS)))
+
+
+def test_a_resumed_run_sets_the_epoch_the_trainer_is_in():
+    # On the epoch a run resumes in, accelerate's batch-skipping wrapper hides the sampler from the Trainer's own
+    # set_epoch call; the callback sets it from the step count (20 batches, accumulation 3: 7 steps per epoch).
+    sampler = LengthGroupedBatchSampler(LENGTHS, batch_size=4)
+    args, state = SimpleNamespace(gradient_accumulation_steps=3), SimpleNamespace(global_step=15)
+    SamplerEpoch(sampler).on_epoch_begin(args, state, None, train_dataloader=[None] * 20)
+    assert sampler.epoch == 2
+
+
+def _per_sample_losses(model, batch) -> list[float]:
+    logits = model(**{k: v for k, v in batch.items() if k != "sample_ids" and k != "labels"}).logits.float()
+    labels = batch["labels"][:, 1:]
+    token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, reduction="none",
+                                              ignore_index=-100)
+    mask = labels != -100
+    return ((token * mask).sum(1) / mask.sum(1)).tolist()
+
+
+@pytest.fixture
+def mixed(tmp_path, tiny_dir):
+    """A tiny Qwen2-VL and 10 samples of very different lengths (image sizes and answer lengths)."""
+    rng = random.Random(0)
+    records = []
+    for i in range(10):
+        w, h = rng.choice([(56, 56), (112, 84), (168, 224), (224, 224)])
+        Image.new("RGB", (w, h), (rng.randrange(256), 90, 160)).save(tmp_path / f"{i}.png")
+        answer = " ".join(rng.choice(["red", "blue", "circle", "square", "left"]) for _ in range(rng.randint(1, 30)))
+        records.append({"messages": [
+            {"role": "user", "content": [{"type": "image", "image": f"{i}.png"}, {"type": "text", "text": "What?"}]},
+            {"role": "assistant", "content": answer}]})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tiny_dir("qwen2_vl"), data
+
+
+def test_grouped_padded_batches_change_no_per_sample_loss(mixed):
+    model_dir, data = mixed
+    spec = family_of(model_dir)
+    renderer = Renderer(load_processor(model_dir, spec), spec)
+    report = check_dataset(data, renderer=renderer)
+    lengths = [t + v for t, v in report.lengths]
+    dataset = EncodedDataset(report.samples, renderer)
+    assert [len(dataset[i]["input_ids"]) for i in range(len(dataset))] == lengths  # counted = rendered
+    model = load_model(model_dir).eval()
+    collate = Collator(renderer.processor.tokenizer.pad_token_id)
+    plan = LengthGroupedBatchSampler(lengths, max_tokens=3 * max(lengths), seed=0).plan(0)
+    assert max(len(b) for b in plan) > 1 and len({len(dataset[i]["input_ids"]) for i in plan[0]}) > 1  # padded
+    with torch.no_grad():
+        alone = {i: _per_sample_losses(model, collate([dataset[i]]))[0] for i in range(len(dataset))}
+        grouped = {i: loss for b in plan for i, loss in zip(b, _per_sample_losses(model, collate(
+            [dataset[i] for i in b])), strict=True)}
+    assert sorted(grouped) == list(range(len(dataset)))
+    for i, loss in alone.items():
+        assert grouped[i] == pytest.approx(loss, rel=1e-5, abs=1e-6), i
+
+
+def test_the_trainer_trains_the_plan_with_a_token_budget(mixed, tmp_path):
+    model_dir, data = mixed
+    cfg = load_config(None, [f"model.path={model_dir}", f"data.train={data}", "lora.r=4",
+                             f"train.output_dir={tmp_path / 'run'}", "train.max_tokens_per_batch=600",
+                             "train.epochs=2", "train.trace_samples=true", "train.progress=false",
+                             "train.report_to=none", "train.logging_steps=1", "train.seed=5"])
+    train(cfg)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "samples.rank0.jsonl").read_text().splitlines()]
+    lines = [[int(i.rsplit(":", 1)[1]) - 1 for i in s["ids"]] for s in steps]
+    spec = family_of(model_dir)
+    report = check_dataset(data, renderer=Renderer(load_processor(model_dir, spec), spec))
+    sampler = LengthGroupedBatchSampler([t + v for t, v in report.lengths], max_tokens=600, seed=5)
+    assert lines == sampler.plan(0) + sampler.plan(1)
