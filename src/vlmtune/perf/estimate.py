@@ -12,7 +12,9 @@ Memory (bytes; ``b`` = bytes per weight of the model dtype, 2 for bf16)::
                                                       attention output, gate/up/act/product of the MLP; FlashAttention
                                                       / SDPA keep no s² matrix); k = 6 + 2·kv/h + 4·i/h
                  with gradient checkpointing: L · T · h · b + T · (6h + 2·kv + 4i) · b (layer inputs + one layer)
-    logits       T · V · (b + 8)                    logits, their fp32 copy for the loss, its gradient
+    logits       T_text · V · (b + 8)               logits, their fp32 copy for the loss, its gradient; vlmtune
+                                                      computes them only where an answer token is predicted, at most
+                                                      the batch's text tokens (never image tokens)
     overhead     1 GiB                              CUDA context, cuBLAS workspace (fragmentation adds 5-15 % more)
 
 ``T`` = padded tokens of the largest batch (from the batch plan over the data; without data every sample is
@@ -82,7 +84,7 @@ def estimate(cfg: Config, data: str | None = None, gpu_name: str = "H100", mfu: 
         model = meta_model(cfg, spec, config, dtype, "lora" if method == "qlora" else method)
         table = parameter_table(model, spec)
         weights = matmul_weights(model, spec)
-        memory = _memory(method, model, spec, shape, batches["max_padded_tokens"], dtype, cfg)
+        memory = _memory(method, model, spec, shape, batches, dtype, cfg)
         tokens = step_tokens(batches["mean_tokens"], batches["mean_visual"], shape["patches_per_visual_token"])
         flops = train_flops(weights, tokens, cfg.train.gradient_checkpointing) * cfg.train.grad_accum
         key = "qlora" if method == "qlora" else "full" if method == "full" else "lora"
@@ -126,7 +128,7 @@ def _batches(cfg: Config, counts: list[tuple[int, int]] | None) -> dict[str, Any
         n = (t.max_tokens_per_batch // cfg.data.max_length if t.max_tokens_per_batch else t.batch_size) or 1
         return {"source": f"no data: {n} samples of data.max_length={cfg.data.max_length}",
                 "max_padded_tokens": n * cfg.data.max_length, "mean_tokens": n * cfg.data.max_length,
-                "mean_visual": 0.0, "mean_samples": n}
+                "max_text_tokens": n * cfg.data.max_length, "mean_visual": 0.0, "mean_samples": n}
     lengths = [text + visual for text, visual in counts]
     if t.group_by_length or t.max_tokens_per_batch:
         plan = LengthGroupedBatchSampler(lengths, None if t.max_tokens_per_batch else t.batch_size,
@@ -137,6 +139,7 @@ def _batches(cfg: Config, counts: list[tuple[int, int]] | None) -> dict[str, Any
         plan = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
         source = "random batches (largest: the longest samples together)"
     return {"source": source, "max_padded_tokens": max(len(b) * max(lengths[i] for i in b) for b in plan),
+            "max_text_tokens": max(len(b) * max(counts[i][0] for i in b) for b in plan),
             "mean_tokens": sum(lengths) / len(plan), "mean_visual": sum(v for _, v in counts) / len(plan),
             "mean_samples": len(lengths) / len(plan)}
 
@@ -155,8 +158,9 @@ def _shape(config) -> dict[str, Any]:
             "vision_hidden": getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 0)}
 
 
-def _memory(method: str, model, spec, shape: dict, tokens: float, dtype: torch.dtype, cfg: Config
+def _memory(method: str, model, spec, shape: dict, batches: dict, dtype: torch.dtype, cfg: Config
             ) -> dict[str, float]:
+    tokens = batches["max_padded_tokens"]
     b = torch.finfo(dtype).bits / 8
     moments = 2 if "8bit" in cfg.train.optimizer else 2 * b
     quantised = set()
@@ -178,7 +182,7 @@ def _memory(method: str, model, spec, shape: dict, tokens: float, dtype: torch.d
         activations = shape["layers"] * tokens * shape["hidden"] * b + per_layer
     else:
         activations = shape["layers"] * per_layer
-    logits = tokens * shape["vocab"] * (b + 8)
+    logits = batches["max_text_tokens"] * shape["vocab"] * (b + 8)
     total = weights + state + activations + logits + OVERHEAD_BYTES
     return {"weights": weights, "train_state": state, "activations": activations, "logits": logits,
             "overhead": OVERHEAD_BYTES, "total": total}
@@ -215,8 +219,9 @@ def format_estimate(r: dict[str, Any], gpu: Gpu | None = None) -> str:
     lines += ["", "memory = weights (params x b; QLoRA: language Linear weights at 0.516 B)",
               "       + train state (full: trainable x 3b = gradient + 2 AdamW moments; LoRA: adapter x 16 B in fp32)",
               "       + activations (L x T x (6h + 2kv + 4i) x b; gradient checkpointing: L x T x h x b + one layer)",
-              "       + logits (T x V x (b + 8)) + 1 GiB overhead; T = padded tokens of the largest batch",
-              "step time = FLOPs / (peak x MFU); per component and token: 2N forward + 2N gradient through frozen or "
-              "trained weights + 2N_trained weight gradients (vlmtune.perf.flops)",
+              "       + logits (T_text x V x (b + 8): only where answers are predicted, at most the text tokens)",
+              "       + 1 GiB overhead; T = padded tokens of the largest batch",
+              "step time = FLOPs / (peak x MFU); FLOPs per component and token: 2N forward + 2N gradient through",
+              "       frozen or trained weights + 2N_trained weight gradients (vlmtune.perf.flops)",
               "MFU is an assumption (--mfu replaces it): measure it on the card with vlmtune bench"]
     return "\n".join(lines)

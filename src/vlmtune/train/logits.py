@@ -23,10 +23,15 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 
 def answer_logits_only(inputs: dict) -> dict:
     """``inputs`` with ``logits_to_keep`` = the positions that predict a label in any row of the batch, and labels
-    cut to match for a next-token loss that shifts by one (a leading ignored column, then the kept targets)."""
+    cut to match for a next-token loss that shifts by one.
+
+    The loss pairs logit ``j`` with label ``j + 1`` and ignores the last logit: so the labels are an ignored column
+    followed by the kept targets, and one extra (repeated) position is kept last, the one the loss ignores.
+    """
     labels = inputs["labels"]
     keep = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().squeeze(1)  # position p predicts token p + 1
     if keep.numel() == 0:
         return inputs
     ignored = labels.new_full((labels.shape[0], 1), IGNORE_INDEX)
-    return {**inputs, "logits_to_keep": keep, "labels": torch.cat([ignored, labels[:, keep + 1]], dim=1)}
+    return {**inputs, "logits_to_keep": torch.cat([keep, keep[-1:]]),
+            "labels": torch.cat([ignored, labels[:, keep + 1]], dim=1)}

@@ -30,14 +30,20 @@ MEGABATCH = 50
 samples (transformers' ``LengthGroupedSampler`` uses the same factor), so batch contents change every epoch."""
 
 
+LENGTH_NOISE = 0.05
+"""Samples are sorted by length times a random factor in [0.95, 1.05], drawn anew each epoch (AllenNLP's
+``padding_noise``), so samples a few tokens apart share batches. Sorted by exact length, a dataset whose kinds of
+samples differ by a token or two (two question templates) would train on batches of one kind only."""
+
+
 class LengthGroupedBatchSampler:
     """Yields lists of dataset indices, every index exactly once per epoch.
 
     ``batch_size``: samples per batch (the last batches of a chunk may hold fewer). ``max_tokens``: instead, as many
     samples as fit ``n x longest <= max_tokens`` (padded tokens, what memory and compute see); a sample longer than
-    the budget forms a batch alone. With a budget the batches are cut from the whole dataset sorted by length (ties
-    broken at random each epoch) and only their order is shuffled per epoch, like fairseq's ``batch_by_size``: the
-    number of batches then stays the same every epoch, which the Trainer's step count and schedule rely on.
+    the budget forms a batch alone. With a budget the whole dataset is sorted by (noisy) length and cut into batch
+    sizes fixed for the run (:meth:`_sizes`): the number of batches stays the same every epoch, which the
+    Trainer's step count, schedule and resumption rely on, while their contents and order change.
     """
 
     # accelerate's BatchSamplerShard reads this: None means batches of varying size, dealt to ranks whole.
@@ -50,6 +56,8 @@ class LengthGroupedBatchSampler:
         self.lengths, self.per_batch, self.max_tokens = list(lengths), batch_size, max_tokens
         self.seed, self.step_batches, self.epoch = seed, max(1, step_batches), 0
         self._plans: dict[int, list[list[int]]] = {}
+        self._len: int | None = None
+        self._batch_sizes: list[int] | None = None
         if max_tokens is not None:
             over = sum(n > max_tokens for n in self.lengths)
             if over:
@@ -63,7 +71,9 @@ class LengthGroupedBatchSampler:
         yield from self.plan(self.epoch)
 
     def __len__(self) -> int:
-        return len(self.plan(0))  # the same for every epoch (see the class docstring)
+        if self._len is None:
+            self._len = len(self._plan(0))  # the same for every epoch (see the class docstring)
+        return self._len
 
     def plan(self, epoch: int) -> list[list[int]]:
         """The batches of ``epoch``, in training order."""
@@ -74,39 +84,53 @@ class LengthGroupedBatchSampler:
     def _plan(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + epoch)
         n = len(self.lengths)
+        order = rng.sample(range(n), n)
+        noisy = [length * (1 + LENGTH_NOISE * (2 * rng.random() - 1)) for length in self.lengths]
+        batches = []
         if self.max_tokens is None:
-            order = rng.sample(range(n), n)
             chunk = self.per_batch * self.step_batches * MEGABATCH
-            batches = []
             for start in range(0, n, chunk):
-                part = sorted(order[start:start + chunk], key=self.lengths.__getitem__, reverse=True)
+                part = sorted(order[start:start + chunk], key=noisy.__getitem__, reverse=True)
                 batches += [part[i:i + self.per_batch] for i in range(0, len(part), self.per_batch)]
         else:
-            ties = [rng.random() for _ in range(n)]
-            batches = self._fill(sorted(range(n), key=lambda i: (self.lengths[i], ties[i]), reverse=True))
+            part = sorted(order, key=noisy.__getitem__, reverse=True)
+            for size in self._sizes():
+                batches.append(part[:size])
+                part = part[size:]
         steps = [batches[i:i + self.step_batches] for i in range(0, len(batches), self.step_batches)]
         # An incomplete last step stays last: in the middle it would shift every later batch to another rank and
         # optimizer step than its neighbours in length.
         full = (lambda step: len(step) == self.step_batches) if self.max_tokens else (
             lambda step: sum(map(len, step)) == self.per_batch * self.step_batches)
-        tail = [] if full(steps[-1]) else [steps.pop()]
+        tail = [] if not steps or full(steps[-1]) else [steps.pop()]
         rng.shuffle(steps)
         if steps:  # the step with the most padded tokens first: a batch too big for memory fails at once
             biggest = max(range(len(steps)), key=lambda s: sum(self.padded_tokens(b) for b in steps[s]))
             steps.insert(0, steps.pop(biggest))
         return [batch for step in steps + tail for batch in step]
 
-    def _fill(self, order: list[int]) -> list[list[int]]:
-        """Greedy batches over indices sorted by decreasing length: the first of a batch is its longest."""
-        batches: list[list[int]] = []
-        for i in order:
-            if batches and (len(batches[-1]) + 1) * self.lengths[batches[-1][0]] <= self.max_tokens:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        return batches
+    def _sizes(self) -> list[int]:
+        """Batch sizes for the token budget, the same every epoch: greedy over the exact lengths, longest first,
+        against the budget shrunk by (1 - noise) / (1 + noise).
+
+        The sample at rank k of the noisy order is at most (1 + noise) / (1 - noise) times as long as the k-th
+        longest sample, so cutting any epoch's noisy order into these sizes keeps every batch within the budget.
+        """
+        if self._batch_sizes is None:
+            budget = self.max_tokens * (1 - LENGTH_NOISE) / (1 + LENGTH_NOISE)
+            sizes: list[int] = []
+            longest = 0
+            for length in sorted(self.lengths, reverse=True):
+                if sizes and (sizes[-1] + 1) * longest <= budget:
+                    sizes[-1] += 1
+                else:
+                    sizes.append(1)
+                    longest = length
+            self._batch_sizes = sizes
+        return self._batch_sizes
 
     def padded_tokens(self, batch: list[int]) -> int:
+        """Token slots of ``batch`` once padded to its longest sample."""
         return len(batch) * max(self.lengths[i] for i in batch)
 
 
