@@ -56,7 +56,7 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": cfg.model.path, "random_init": random_init, "method": cfg.train.method,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor()})",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
         "data": {"file": cfg.data.train, "samples": len(report.samples), "tokens": report.length_stats()},
         "batching": {"batch_size": cfg.train.batch_size, "group_by_length": cfg.train.group_by_length,
