@@ -65,3 +65,15 @@ def dry_run_table(folder: Path, tmp_path: Path, capsys, *overrides: str) -> dict
     assert main(["train", str(config), "--dry-run", *overrides]) == 0
     return {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
             for line in capsys.readouterr().out.splitlines()[2:]}
+
+
+def chat_with_images(sample) -> list[dict]:
+    """The sample as a transformers chat with its PIL images inline (what ``apply_chat_template`` takes)."""
+    from vlmtune.data.render import load_image
+
+    chat, images = sample.to_chat(), iter(load_image(p) for p in sample.images)
+    for message in chat:
+        for part in message["content"]:
+            if part["type"] == "image":
+                part["image"] = next(images)
+    return chat

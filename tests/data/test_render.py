@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import conversation, write_jsonl
+from tests.conftest import chat_with_images, conversation, write_jsonl
 from vlmtune.data import IGNORE_INDEX, Renderer, SampleError, read_samples
-from vlmtune.data.render import load_image
 from vlmtune.models import get_family, load_processor
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
@@ -21,14 +20,6 @@ def _setup(family, tiny_dir, tmp_path, record):
     return spec, processor, sample
 
 
-def _hf_chat(sample):
-    """The sample as a transformers chat with the PIL images inline."""
-    chat, images = sample.to_chat(), iter(load_image(p) for p in sample.images)
-    for message in chat:
-        for part in message["content"]:
-            if part["type"] == "image":
-                part["image"] = next(images)
-    return chat
 
 
 # Parity with apply_chat_template and exact answer labels, for every family: tests/models/test_families.py.
@@ -42,7 +33,7 @@ def test_labels_agree_with_the_generation_tagged_training_template(family, templ
     spec, processor, sample = _setup(family, tiny_dir, tmp_path, conversation())
     ours = Renderer(processor, spec).encode(sample)["labels"] != IGNORE_INDEX
     theirs = processor.apply_chat_template(
-        _hf_chat(sample), chat_template=(TRAINING_TEMPLATES / template).read_text(), tokenize=True,
+        chat_with_images(sample), chat_template=(TRAINING_TEMPLATES / template).read_text(), tokenize=True,
         return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt")
     mask = theirs["assistant_masks"][0].bool()
     newline = processor.tokenizer.encode("\n", add_special_tokens=False)[0]

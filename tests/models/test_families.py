@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from tests.conftest import conversation, write_jsonl
+from tests.conftest import chat_with_images, conversation, write_jsonl
 from vlmtune.config import LoraConfig
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.data.render import load_image
@@ -20,14 +20,6 @@ from vlmtune.train import apply_lora, parameter_table, prepare_full
 FAMILIES = family_names()
 
 
-def _chat_with_images(sample):
-    """The sample as a transformers chat with the PIL images inline."""
-    chat, images = sample.to_chat(), iter(load_image(p) for p in sample.images)
-    for message in chat:
-        for part in message["content"]:
-            if part["type"] == "image":
-                part["image"] = next(images)
-    return chat
 
 
 def _setup(family, tiny_dir, tmp_path):
@@ -56,7 +48,7 @@ def test_tiny_model_is_an_ordinary_checkpoint_of_the_real_class(family, tiny_dir
 def test_rendering_equals_the_processors_own_chat_template(family, tiny_dir, tmp_path, images):
     spec, processor, sample = _setup(family, tiny_dir, tmp_path)
     ours = Renderer(processor, spec).encode(sample)
-    chat = _chat_with_images(sample)
+    chat = chat_with_images(sample)
     if spec.turn_end_replaces is None:
         theirs = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
     else:

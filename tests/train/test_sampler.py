@@ -66,7 +66,7 @@ def test_token_budget_is_kept_and_the_batch_count_is_the_same_every_epoch():
 @pytest.mark.parametrize("mode", [{"batch_size": 8}, {"max_tokens": 8 * 42}])
 def test_kinds_of_samples_a_token_apart_share_batches(mode):
     # Two prompt templates one token apart (as in the demo task): exact length sorting would give every batch a
-    # single kind; the length noise mixes them, and the batches differ from epoch to epoch.
+    # single kind; 8-token length buckets mix them, and the batches differ from epoch to epoch.
     lengths = [41, 42] * 100
     sampler = LengthGroupedBatchSampler(lengths, seed=0, **mode)
     plan = sampler.plan(0)

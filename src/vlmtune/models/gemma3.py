@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .registry import register_family
-from .spec import FamilySpec
+from .spec import DECODER_LORA_TARGETS, VISION_TOWER_COMPONENTS, FamilySpec
 
 # In the published vocabulary's order (pad 0, eos 1, bos 2, unk 3, mask 4; the rest far above).
 _SPECIAL_TOKENS = (
@@ -102,13 +102,8 @@ GEMMA3 = register_family(FamilySpec(
     sentencepiece_tokenizer=True,
     image_processor_class="Gemma3ImageProcessor", eos_token="<eos>", pad_token="<pad>",
     assistant_header="<start_of_turn>model\n", turn_end="<end_of_turn>",
-    components={
-        "vision": ("model.vision_tower",),
-        "projector": ("model.multi_modal_projector",),
-        "language": ("model.language_model",),
-        "lm_head": ("lm_head",),
-    },
-    language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    components=VISION_TOWER_COMPONENTS,
+    language_lora_targets=DECODER_LORA_TARGETS,
     image_placeholder_text=_image_text,
     tiny_config=_tiny_gemma3, tiny_weights=_tiny_weights,
     # The real processor: 896 x 896, bilinear, mean = std = 0.5 (the class defaults but the size).

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .registry import register_family
-from .spec import FamilySpec
+from .spec import DECODER_LORA_TARGETS, FamilySpec
 
 # Tokens both processors expand an image into; the tokenizers carry each of them as one added token.
 _ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
@@ -86,7 +86,7 @@ _COMMON = dict(
     # mistaken for a turn.
     assistant_header="<end_of_utterance>\nAssistant:", turn_end="<end_of_utterance>",
     eos_token="<end_of_utterance>", components=_COMPONENTS,
-    language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    language_lora_targets=DECODER_LORA_TARGETS,
     tiny_image_processor=_TINY_IMAGE_PROCESSOR, tiny_processor={"image_seq_len": _TINY_IMAGE_SEQ_LEN},
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .registry import register_family
-from .spec import FamilySpec
+from .spec import DECODER_LORA_TARGETS, VISION_TOWER_COMPONENTS, FamilySpec
 
 # The Qwen2.5-VL tokenizer's control tokens, then the ones the -hf conversion added (write_tokenizer) and the
 # video token the processor reads.
@@ -61,13 +61,8 @@ INTERNVL = register_family(FamilySpec(
     special_tokens=_SPECIAL_TOKENS, named_special_tokens=_NAMED_TOKENS, tokenizer_class="Qwen2Tokenizer",
     image_processor_class="GotOcr2ImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
-    components={
-        "vision": ("model.vision_tower",),
-        "projector": ("model.multi_modal_projector",),
-        "language": ("model.language_model",),
-        "lm_head": ("lm_head",),
-    },
-    language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    components=VISION_TOWER_COMPONENTS,
+    language_lora_targets=DECODER_LORA_TARGETS,
     tiny_config=_tiny_internvl,
     # The real processor: 448-px tiles, 1-12 of them, ImageNet mean/std (preprocessor_config.json).
     tiny_image_processor={

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .registry import register_family
-from .spec import FamilySpec
+from .spec import DECODER_LORA_TARGETS, VISION_TOWER_COMPONENTS, FamilySpec
 
 # In the published vocabulary's order: <unk> 0, <s> 1, </s> 2; <image> 32000 and <pad> 32001 were added.
 _LLAVA_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<image>", "<pad>")
@@ -70,13 +70,8 @@ LLAVA = register_family(FamilySpec(
     tiny_tokenizer={"bos_token": "<s>", "unk_token": "<unk>", "add_bos_token": True, "legacy": True},
     image_processor_class="CLIPImageProcessor", eos_token="</s>", pad_token="<pad>",
     assistant_header="ASSISTANT:", turn_end="</s>", turn_end_replaces=" ",
-    components={
-        "vision": ("model.vision_tower",),
-        "projector": ("model.multi_modal_projector",),
-        "language": ("model.language_model",),
-        "lm_head": ("lm_head",),
-    },
-    language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    components=VISION_TOWER_COMPONENTS,
+    language_lora_targets=DECODER_LORA_TARGETS,
     tiny_config=_tiny_llava,
     # The real processor: shortest edge resized to 336 (bicubic), centre crop 336 x 336, OpenAI CLIP mean/std.
     tiny_image_processor={"size": {"shortest_edge": _TINY_IMAGE},
@@ -136,13 +131,8 @@ LLAVA_ONEVISION = register_family(FamilySpec(
     image_processor_class="LlavaOnevisionImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
     # The header of rendered turns, " \n" included (one Qwen2 pre-token): only the answer and <|im_end|> train.
     assistant_header="<|im_start|>assistant \n", turn_end="<|im_end|>",
-    components={
-        "vision": ("model.vision_tower",),
-        "projector": ("model.multi_modal_projector", "model.image_newline"),
-        "language": ("model.language_model",),
-        "lm_head": ("lm_head",),
-    },
-    language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    components={**VISION_TOWER_COMPONENTS, "projector": ("model.multi_modal_projector", "model.image_newline")},
+    language_lora_targets=DECODER_LORA_TARGETS,
     image_token_counts=_onevision_image_tokens,
     tiny_config=_tiny_onevision,
     # The real processor: 384-px tiles on the 36 grid pinpoints, SigLIP's mean = std = 0.5.

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from .grounding import GroundingConvention
 from .registry import register_family
-from .spec import FamilySpec
+from .spec import DECODER_LORA_TARGETS, FamilySpec
 
 _QWEN2_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -111,7 +111,7 @@ _COMPONENTS = {
     "language": ("model.language_model",),
     "lm_head": ("lm_head",),
 }
-_LANGUAGE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_LANGUAGE_TARGETS = DECODER_LORA_TARGETS
 _QWEN2_COMMON = dict(
     chat_template="qwen2_vl.jinja",
     template_source="Qwen/Qwen2.5-VL-7B-Instruct chat_template (trl 1.16 trl/chat_templates/qwen2_5_vl.jinja)",

@@ -17,6 +17,16 @@ if TYPE_CHECKING:  # imported for the annotation only: grounding imports vlmtune
 # Components of a vision-language model, in the order a parameter table lists them.
 COMPONENTS = ("vision", "projector", "language", "lm_head")
 
+# The module layout transformers gives most LLaVA-style models (LLaVA, Gemma 3, InternVL, ...).
+VISION_TOWER_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "vision": ("model.vision_tower",),
+    "projector": ("model.multi_modal_projector",),
+    "language": ("model.language_model",),
+    "lm_head": ("lm_head",),
+}
+# Attention and MLP projections of Llama-style decoders: "all linear layers of the language model".
+DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 @dataclass(frozen=True)
 class FamilySpec:

@@ -101,6 +101,8 @@ def _measure(cfg: Config, spec, renderer: Renderer, report, out: Path, steps: in
     meter = StepMeter(warmup, getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None))
     run_cfg = _bench_config(cfg, out, warmup + steps, progress, workers=cfg.train.dataloader_workers if ours else 0)
     args = training_arguments(run_cfg, out, has_val=False)
+    if not ours:
+        args.use_liger_kernel = False  # the plain recipe: none of vlmtune's kernel choices
     if ours:
         lengths = [t + v for t, v in report.lengths]
         trainer = measured(VlmTrainer, meter)(
@@ -124,18 +126,18 @@ def _measure(cfg: Config, spec, renderer: Renderer, report, out: Path, steps: in
 
 def _prefill(cfg: Config, encoder, dataset: EncodedDataset) -> str:
     """Fill the configured caches before timing (as the baseline's map runs before its first step)."""
+    done = []
     if isinstance(encoder, CachedRenderer):
         for sample in dataset.samples:
             encoder.encode(sample)
-        what = f"data.cache_dir: {encoder.misses} samples rendered, {encoder.hits} read"
-        if not cfg.data.cache_in_memory:
-            return what
-    elif not cfg.data.cache_in_memory:
+        done.append(f"data.cache_dir: {encoder.misses} samples rendered, {encoder.hits} read")
+    if cfg.data.cache_in_memory:
+        for i in range(len(dataset)):
+            dataset[i]
+        done.insert(0, f"data.cache_in_memory: {len(dataset)} samples")
+    if not done:
         return "none: samples rendered on demand while training"
-    for i in range(len(dataset)):
-        dataset[i]
-    return f"data.cache_in_memory: {len(dataset)} samples" + (f" ({what})" if isinstance(encoder, CachedRenderer)
-                                                              else "")
+    return done[0] + (f" ({done[1]})" if len(done) > 1 else "")
 
 
 def _bench_config(cfg: Config, out: Path, max_steps: int, progress: bool, workers: int) -> Config:
