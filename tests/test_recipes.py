@@ -110,7 +110,7 @@ SEEDS = {
         "data.train": "data/gui/train.jsonl", "data.val": "data/gui/val.jsonl", "data.format": "gui_events",
         "train.output_dir": "runs/qwen2_5_vl_7b_gui_lora", "train.method": "lora", "train.epochs": 10,
         "train.batch_size": 1, "train.grad_accum": 8, "train.lr": 2e-4, "train.optimizer": "adamw_torch",
-        "train.warmup_steps": 50, "train.scheduler": "cosine", "train.max_grad_norm": 1.0, "train.eval_steps": None,
+        "train.warmup_steps": 50, "train.scheduler": "cosine", "train.max_grad_norm": 1.0, "train.eval_epochs": 2,
         "eval.task": "grounding", "eval.max_new_tokens": 64,
     }, _gui_events),
     "qwen2_vl_7b_chartqa": Seed("qwen2_vl", {
@@ -123,12 +123,13 @@ SEEDS = {
                        " succinct answers based on the visual information. Avoid additional explanation unless"
                        " absolutely necessary.",
         "lora.r": 8, "lora.alpha": 16, "lora.dropout": 0.05, "lora.targets": ["q_proj", "v_proj"],
+        "quantization.components": ["language", "vision", "projector"],  # no skip modules: all but lm_head
         "quantization.quant_type": "nf4", "quantization.double_quant": True, "quantization.compute_dtype": "bf16",
         "train.output_dir": "runs/qwen2_vl_7b_chartqa", "train.method": "qlora", "train.epochs": 3,
         "train.batch_size": 4, "train.grad_accum": 8, "train.lr": 2e-4, "train.optimizer": "adamw_torch_fused",
-        "train.scheduler": "constant", "train.warmup_steps": 0, "train.max_grad_norm": 0.3,
+        "train.scheduler": "constant", "train.warmup_ratio": 0.03, "train.max_grad_norm": 0.3, "train.tf32": True,
         "train.gradient_checkpointing": True, "train.group_by_length": False, "train.logging_steps": 10,
-        "train.eval_steps": 10, "train.save_steps": 20,
+        "train.eval_steps": 10, "train.save_steps": 20, "train.save_total_limit": None,
         "eval.task": "chart_qa", "eval.max_new_tokens": 1024,
     }, _chart_messages),
     "llava_1_5_7b_qlora": Seed("llava", {
@@ -137,7 +138,7 @@ SEEDS = {
         "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.05, "lora.targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
         "quantization.quant_type": "nf4", "quantization.double_quant": True, "quantization.compute_dtype": "bf16",
         "train.output_dir": "runs/llava_1_5_7b_qlora", "train.method": "qlora", "train.lr": 2e-4,
-        "train.scheduler": "cosine", "train.warmup_steps": 0,
+        "train.scheduler": "cosine", "train.warmup_ratio": 0.03,
     }, _llava_json),
     "qwen2_vl_2b_cord_extraction": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-2B-Instruct",
@@ -145,8 +146,7 @@ SEEDS = {
         "data.max_length": 1024,
         "train.output_dir": "runs/qwen2_vl_2b_cord_extraction", "train.method": "lora", "train.epochs": 10,
         "train.batch_size": 8, "train.grad_accum": 8, "train.lr": 1e-4, "train.scheduler": "cosine",
-        # warmup_ratio 0.1 of CORD-v2's 800 training receipts split 90/10, as transformers rounds it
-        "train.warmup_steps": math.ceil(0.1 * 10 * math.ceil(math.ceil(720 / 8) / 8)),
+        "train.warmup_ratio": 0.1,
         "train.group_by_length": False,
         "eval.task": "extraction", "eval.max_new_tokens": 512,
     }, _sharegpt_split),
@@ -160,7 +160,7 @@ SEEDS = {
         "train.batch_size": 4, "train.grad_accum": 4, "train.lr": 1e-4, "train.scheduler": "linear",
         "train.warmup_steps": 0, "train.optimizer": "adamw_torch", "train.weight_decay": 0.0,
         "train.max_grad_norm": 1.0, "train.gradient_checkpointing": True, "train.group_by_length": False,
-        "train.logging_steps": 10, "train.save_steps": 100,
+        "train.logging_steps": 10, "train.save_steps": 100, "train.save_total_limit": None, "train.autocast": False,
         "eval.task": "caption", "eval.max_new_tokens": 128,
     }, _qwen_tags),
 }
@@ -252,7 +252,9 @@ def test_qlora_recipe_builds_its_4bit_config_and_is_refused_without_cuda(name):
     q = quantization_config(cfg, spec)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    kept = {prefix for component in ("vision", "projector", "lm_head") for prefix in spec.components.get(component, ())}
+    kept = {prefix for component in ("vision", "projector", "lm_head") if component not in cfg.quantization.components
+            for prefix in spec.components.get(component, ())}
+    assert "lm_head" in kept
     assert set(q.llm_int8_skip_modules) == kept
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the refusal cannot be observed")

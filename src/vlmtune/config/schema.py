@@ -97,9 +97,19 @@ class LoraConfig(_Section):
 class QuantizationConfig(_Section):
     """4-bit weights of the language model for QLoRA (bitsandbytes; CUDA only)."""
 
+    components: list[Literal["language", "vision", "projector"]] = ["language"]
+    """Components whose linear layers are stored in 4 bits. The output head always stays in full precision; the
+    vision tower and projector do by default (they are small, and quantising them costs accuracy)."""
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
     compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+    @model_validator(mode="after")
+    def _language_quantised(self) -> QuantizationConfig:
+        if "language" not in self.components:
+            raise ValueError(f"quantization.components ({self.components}) must include language: QLoRA trains "
+                             "adapters over the 4-bit language model")
+        return self
 
 
 class FreezeConfig(_Section):
@@ -126,21 +136,34 @@ class TrainConfig(_Section):
     lr: float = Field(default=2e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=0, ge=0)
+    """Optimizer steps of linear warmup from 0 to train.lr."""
+    warmup_ratio: float | None = Field(default=None, gt=0, lt=1)
+    """Warmup as a share of all optimizer steps, ceil(ratio x total), instead of warmup_steps."""
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = Field(default=1.0, gt=0)
     eval_steps: int | None = Field(default=None, gt=0)
-    """Validation loss every N steps (needs data.val); None: only at the end."""
+    """Validation loss every N optimizer steps (needs data.val); None: only at the end."""
+    eval_epochs: int | None = Field(default=None, gt=0)
+    """Validation loss every N epochs instead of eval_steps: every N x (optimizer steps an epoch, counted from
+    the usable samples once the data is read), so it falls on the ends of epochs N, 2N, ..."""
     logging_steps: int = Field(default=5, gt=0)
     seed: int = 42
     progress: bool = True
+    autocast: bool = True
+    """With model.dtype bf16 or fp16: compute under autocast in that dtype (mixed precision). false: no autocast,
+    every operation in the dtype of its weights, as a plain Trainer without bf16=True runs a bf16 model."""
+    tf32: bool | None = None
+    """TF32 matrix multiplies on NVIDIA Ampere or newer GPUs (faster fp32 matmuls at 10-bit mantissa precision);
+    None leaves PyTorch's setting. No effect without CUDA."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, about a third more compute."""
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit"] = "auto"
     """auto: fused AdamW on CUDA, plain AdamW on CPU; the 8-bit ones need bitsandbytes."""
     save_steps: int | None = Field(default=None, gt=0)
     """Write a checkpoint (weights, optimizer, scheduler, RNG, data position) every N steps; None: none."""
-    save_total_limit: int = Field(default=2, gt=0)
-    """Checkpoints kept: the newest ones, plus the best by validation loss when there is a data.val."""
+    save_total_limit: int | None = Field(default=2, gt=0)
+    """Checkpoints kept: the newest ones, plus the best by validation loss when there is a data.val; None keeps
+    every checkpoint."""
     early_stopping_patience: int | None = Field(default=None, gt=0)
     """Stop after this many validations without improvement (needs data.val, eval_steps and save_steps)."""
     report_to: list[str] | Literal["auto", "none"] = "auto"
@@ -157,6 +180,16 @@ class TrainConfig(_Section):
     dataloader_workers: int = Field(default=0, ge=0)
     """Processes rendering batches while the model trains (0: in the training process). Pair with data.cache_dir
     rather than data.cache_in_memory, whose cache each worker would hold separately."""
+
+    @model_validator(mode="after")
+    def _one_way_each(self) -> TrainConfig:
+        if self.warmup_ratio is not None and self.warmup_steps:
+            raise ValueError(f"train.warmup_steps ({self.warmup_steps}) and train.warmup_ratio ({self.warmup_ratio}) "
+                             "both set the warmup; keep one")
+        if self.eval_steps is not None and self.eval_epochs is not None:
+            raise ValueError(f"train.eval_steps ({self.eval_steps}) and train.eval_epochs ({self.eval_epochs}) both "
+                             "set when to validate; keep one")
+        return self
 
 
 TASKS = ("vqa", "chart_qa", "doc_vqa", "extraction", "grounding", "caption")

@@ -87,7 +87,9 @@ def _hyperparameter_lines(config: dict, run_config: dict) -> list[str]:
     if train:
         rows += [
             ("method", train.get("method")),
-            ("learning rate", f"{train.get('lr')} ({train.get('scheduler')}, warmup {train.get('warmup_steps')})"),
+            ("learning rate", f"{train.get('lr')} ({train.get('scheduler')}, warmup "
+             + (f"{train['warmup_ratio']:.0%} of the steps)" if train.get("warmup_ratio")
+                else f"{train.get('warmup_steps')} steps)")),
             ("epochs / max steps", f"{train.get('epochs')} / {train.get('max_steps')}"),
             ("batch size per device x grad accum", f"{train.get('batch_size')} x {train.get('grad_accum')}"),
             ("weight decay / max grad norm", f"{train.get('weight_decay')} / {train.get('max_grad_norm')}"),

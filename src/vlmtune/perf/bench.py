@@ -142,7 +142,7 @@ def _prefill(cfg: Config, encoder, dataset: EncodedDataset) -> str:
 
 def _bench_config(cfg: Config, out: Path, max_steps: int, progress: bool, workers: int) -> Config:
     train = cfg.train.model_copy(update={
-        "output_dir": str(out), "max_steps": max_steps, "save_steps": None, "eval_steps": None,
+        "output_dir": str(out), "max_steps": max_steps, "save_steps": None, "eval_steps": None, "eval_epochs": None,
         "early_stopping_patience": None, "logging_steps": max_steps + 1, "report_to": "none", "progress": progress,
         "dataloader_workers": workers, "trace_samples": False})
     return cfg.model_copy(update={"train": train})

@@ -67,8 +67,9 @@ def check_runnable(cfg: Config) -> None:
     if t.method == "qlora" and not torch.cuda.is_available():
         raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
                           "Use train.method=lora here.")
-    if t.early_stopping_patience and not (cfg.data.val and t.eval_steps and t.save_steps):
-        raise ConfigError("train.early_stopping_patience needs data.val, train.eval_steps and train.save_steps")
+    if t.early_stopping_patience and not (cfg.data.val and (t.eval_steps or t.eval_epochs) and t.save_steps):
+        raise ConfigError("train.early_stopping_patience needs data.val, train.eval_steps (or train.eval_epochs) "
+                          "and train.save_steps")
     if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
         raise ConfigError(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
                           f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
@@ -107,6 +108,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                 model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                 data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
                 compute_loss_func=causal_lm_loss, max_tokens_per_batch=cfg.train.max_tokens_per_batch,
+                eval_epochs=cfg.train.eval_epochs if val_ds is not None else None,
                 train_lengths=[t + v for t, v in train_report.lengths] if cfg.train.group_by_length
                 or cfg.train.max_tokens_per_batch else None,
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
@@ -247,7 +249,8 @@ def quantization_config(cfg: Config, spec: FamilySpec):
     from transformers import BitsAndBytesConfig
 
     q = cfg.quantization
-    keep = [prefix for c in ("vision", "projector", "lm_head") for prefix in spec.components.get(c, ())]
+    kept = [c for c in ("vision", "projector") if c not in q.components] + ["lm_head"]
+    keep = [prefix for c in kept for prefix in spec.components.get(c, ())]
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=_DTYPES[q.compute_dtype], llm_int8_skip_modules=keep)
@@ -279,10 +282,20 @@ def report_to(setting: list[str] | str) -> list[str]:
     return [name for name in setting if name in available]
 
 
+def _tf32(setting: bool | None) -> bool | None:
+    if setting and not torch.cuda.is_available():
+        log.warning("train.tf32: no CUDA GPU here, so TF32 matmuls do not apply; training in plain fp32")
+        return None
+    return setting
+
+
 def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArguments:
+    """transformers' TrainingArguments for ``cfg``. With ``train.eval_epochs``, ``eval_steps`` holds a stand-in
+    that :class:`VlmTrainer` replaces once the steps of an epoch are known."""
     t = cfg.train
-    dtype = resolve_dtype(cfg.model.dtype)
-    evaluate_every = has_val and t.eval_steps is not None
+    dtype = resolve_dtype(cfg.model.dtype) if t.autocast else None
+    evaluate_every = has_val and (t.eval_steps is not None or t.eval_epochs is not None)
+    eval_steps = t.eval_steps or t.save_steps or 1
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=t.epochs,
@@ -292,11 +305,11 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps,
+        warmup_steps=t.warmup_ratio if t.warmup_ratio is not None else t.warmup_steps,  # a float < 1 is a ratio
         lr_scheduler_type=t.scheduler,
         max_grad_norm=t.max_grad_norm,
         eval_strategy="steps" if evaluate_every else "no",
-        eval_steps=t.eval_steps if evaluate_every else None,
+        eval_steps=eval_steps if evaluate_every else None,
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps,
@@ -308,6 +321,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         optim=_optimizer(t.optimizer),
         seed=t.seed,
         data_seed=t.seed,
+        tf32=_tf32(t.tf32),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),

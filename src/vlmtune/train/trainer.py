@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.loss.loss_utils import ForCausalLMLoss
 
+from ..config import ConfigError
 from ..data.collate import SAMPLE_IDS
 from .logits import accepts_logits_to_keep, answer_logits_only
 from .sampler import LengthGroupedBatchSampler, SamplerEpoch, grouped_dataloader
@@ -43,10 +44,13 @@ class NonFiniteLoss(RuntimeError):
 
 class VlmTrainer(Trainer):
     def __init__(self, *args, trace_file: Path | None = None, train_lengths: Sequence[int] | None = None,
-                 max_tokens_per_batch: int | None = None, **kwargs):
+                 max_tokens_per_batch: int | None = None, eval_epochs: int | None = None, **kwargs):
         """``train_lengths`` (tokens of each training sample, visual included): batches grouped by length, of
-        ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``)."""
+        ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``).
+        ``eval_epochs``: validate every that many epochs (``args.eval_steps`` is set once an epoch's steps are
+        known)."""
         super().__init__(*args, **kwargs)
+        self.eval_epochs = eval_epochs
         self.trace_file = trace_file
         self.batch_sampler = None
         if train_lengths is not None:
@@ -59,6 +63,18 @@ class VlmTrainer(Trainer):
         self._tokens = 0
         self._last_log = (time.perf_counter(), 0)
         self._keep_logits: bool | None = None
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        if self.eval_epochs is not None:
+            steps_per_epoch = values[1]
+            args.eval_steps = self.eval_epochs * steps_per_epoch
+            if args.load_best_model_at_end and args.save_steps % args.eval_steps:
+                raise ConfigError(
+                    f"train.save_steps ({args.save_steps}) must be a multiple of the validation interval, "
+                    f"train.eval_epochs {self.eval_epochs} x {steps_per_epoch} optimizer steps an epoch = "
+                    f"{args.eval_steps}, so the best checkpoint by validation loss can be kept")
+        return values
 
     def get_train_dataloader(self) -> DataLoader:
         if self.batch_sampler is None:
