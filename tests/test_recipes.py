@@ -153,7 +153,7 @@ SEEDS = {
     "qwen2_vl_2b_coco_captions": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-2B-Instruct", "model.dtype": "bf16",
         "data.train": "data/coco/train.json", "data.val": "data/coco/val.json", "data.format": "qwen_tags",
-        "data.min_pixels": 280 * 280, "data.max_pixels": 280 * 280, "data.max_length": 8192,
+        "data.image_size": [280, 280], "data.max_length": 8192,
         "lora.r": 64, "lora.alpha": 16, "lora.dropout": 0.05,
         "lora.targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "train.output_dir": "runs/qwen2_vl_2b_coco_captions", "train.method": "lora", "train.epochs": 2,

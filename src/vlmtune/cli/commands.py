@@ -69,7 +69,8 @@ def predict(args: argparse.Namespace) -> int:
         model = PeftModel.from_pretrained(model, args.adapter)
     parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(args.prompt)]
     prompt = Sample(messages=(Message("user", tuple(parts)),), id="<prompt>")
-    renderer = Renderer(load_processor(args.model, spec), spec)
+    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec,
+                        image_size=args.image_size)
     print(generate(model, renderer, [prompt], args.max_new_tokens, progress=False)[0])
     return 0
 
@@ -90,7 +91,8 @@ def evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(f"--metric: {e}") from None
     spec = family_of(args.model)
-    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec)
+    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec,
+                        image_size=args.image_size)
     report = check_dataset(args.data, args.format, ReadOptions(), renderer)
     for problem in report.problems:
         print(f"skipped {problem}")
@@ -179,7 +181,7 @@ def data_check(args: argparse.Namespace) -> int:
 
         spec = family_of(args.model)
         processor = load_processor(args.model, spec, args.min_pixels, args.max_pixels)
-        renderer = Renderer(processor, spec, args.max_length)
+        renderer = Renderer(processor, spec, args.max_length, args.image_size)
     report = check_dataset(args.path, args.format, _read_options(args), renderer)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1

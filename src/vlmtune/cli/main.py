@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--min-pixels", type=int)
+    p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
     p.set_defaults(run=commands.predict)
 
     p = sub.add_parser("eval", help="score base and fine-tuned on held-out data; write metrics, predictions, report")
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
     p.add_argument("--loss-log", help="a run's metrics.jsonl, for the report's loss curves")
     p.add_argument("-o", "--output-dir", required=True)
     p.add_argument("--no-progress", action="store_true")
@@ -100,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _image_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", nargs=2, type=_positive_int, metavar=("W", "H"),
+                   help="resize every image to exactly W x H pixels before the processor, as the run's "
+                   "data.image_size did (stretched, aspect ratio not kept)")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of pixels, got {value!r}")
+    return number
+
+
 def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="check, convert and split datasets").add_subparsers(
         dest="data_command", required=True, metavar="ACTION")
@@ -121,6 +141,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--max-length", type=int, default=4096, help="token budget per sample (default 4096)")
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=commands.data_check)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class _Section(BaseModel):
@@ -31,6 +31,10 @@ class DataConfig(_Section):
     """Per-image pixel floor; None keeps the checkpoint processor's value."""
     max_pixels: int | None = Field(default=None, gt=0)
     """Per-image pixel cap (bounds visual tokens per image); None keeps the processor's value."""
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    """(width, height) every image is resized to (stretched, aspect ratio not kept) before the processor, like
+    qwen-vl-utils' resized_width/resized_height; the processor may still round it to its patch grid. None: the
+    processor's own resizing."""
     max_length: int = Field(default=4096, gt=0)
     """Longest rendered sample in tokens, visual tokens included. Longer samples are never cut (see on_too_long)."""
     cache_in_memory: bool = False
@@ -38,7 +42,7 @@ class DataConfig(_Section):
     sets, too much memory for large high-resolution ones."""
     cache_dir: str | None = None
     """Folder where rendered samples (ids, labels, pixel tensors) are kept on disk and reused by later epochs and
-    runs; keyed by sample content, image file size and mtime, processor settings and vlmtune version."""
+    runs; keyed by sample content, image file size and mtime, processor settings, image_size and vlmtune version."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Table/HF-dataset columns: canonical field (image, prompt, answer, system) -> column name."""
     prompt: str | None = None

@@ -3,8 +3,8 @@ once per sample, and every later epoch, run or process reads the tensors back (s
 
 A sample's key hashes everything its tensors depend on: its content (messages, image paths), each image file's
 size and modification time, the processor's settings (image processor, chat template, tokenizer vocabulary), the
-family's masking markers, ``max_length`` and the vlmtune version. Changing any of them renders afresh; stale
-entries are never read (delete the folder to reclaim the space).
+family's masking markers, ``max_length``, the fixed ``image_size`` (where set) and the vlmtune version. Changing
+any of them renders afresh; stale entries are never read (delete the folder to reclaim the space).
 """
 
 from __future__ import annotations
@@ -98,4 +98,6 @@ def renderer_fingerprint(renderer: Renderer) -> str:
         "tokenizer": [type(tokenizer).__name__, hashlib.sha256(vocab.encode()).hexdigest(),
                       tokenizer.padding_side, str(tokenizer.special_tokens_map)],
     }
+    if renderer.image_size is not None:  # only where set: caches written without it stay valid
+        parts["image_size"] = list(renderer.image_size)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

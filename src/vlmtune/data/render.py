@@ -43,8 +43,11 @@ def image_size(path) -> grounding.Size:
 class Renderer:
     """Turns samples into model inputs (``input_ids``, ``labels``, pixel tensors, ...)."""
 
-    def __init__(self, processor: Any, spec: FamilySpec, max_length: int | None = None):
+    def __init__(self, processor: Any, spec: FamilySpec, max_length: int | None = None,
+                 image_size: grounding.Size | None = None):
         self.processor, self.spec, self.max_length = processor, spec, max_length
+        # (width, height) every image is stretched to before the processor (data.image_size); None: no resize.
+        self.image_size: grounding.Size | None = tuple(image_size) if image_size else None
         tokenizer = processor.tokenizer
         self.header_ids = tokenizer.encode(spec.assistant_header, add_special_tokens=False)
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
@@ -74,7 +77,8 @@ class Renderer:
         """``(width, height)`` this renderer's image processor resizes an ``original_size`` image to.
 
         With ``spec.grounding.parse(text, original_size, model_size)`` it maps predicted coordinates back to
-        pixels of the original image.
+        pixels of the original image. With :attr:`image_size` set, the processor sees that size whatever the
+        original: a stretch, which the conventions' per-axis scale from original to model size stays exact for.
         """
         ip = self.processor.image_processor
         size = getattr(ip, "size", None) or {}
@@ -85,7 +89,7 @@ class Renderer:
             raise ValueError(f"cannot read the pixel limits of {type(ip).__name__} (size={size!r})")
         patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
         factor = patch * merge if patch and merge else self.spec.image_factor
-        return grounding.model_image_size(original_size, factor, min_pixels, max_pixels)
+        return grounding.model_image_size(self.image_size or original_size, factor, min_pixels, max_pixels)
 
     def _grounder(self, sample: Sample) -> Callable[[GroundingPart], str]:
         """Writes a box or point of ``sample`` in the family's syntax, for :meth:`Sample.to_chat`."""
@@ -132,8 +136,11 @@ class Renderer:
         Equal to ``len(encode(sample)["input_ids"])`` split in two, without decoding any pixels, so a whole
         dataset can be measured before training. Each image is one placeholder token in the template text,
         which the processor expands to the image's visual tokens (to ``spec.image_placeholder_text`` where set).
+        With :attr:`image_size` set, every image counts at that size (the size the processor is given).
         """
         self._refuse_control_tokens(sample)
+        if self.image_size is not None:
+            image_sizes = [self.image_size] * len(image_sizes)
         text = self.text(sample)
         if not self.spec.assistant_header and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
@@ -210,9 +217,12 @@ class Renderer:
         images = []
         for path in sample.images:
             try:
-                images.append(load_image(path))
+                image = load_image(path)
             except (OSError, UnidentifiedImageError) as e:
                 raise SampleError(sample.id, f"cannot read image {path}: {e}") from None
+            # Stretched to exactly image_size, as qwen-vl-utils resizes to resized_width x resized_height.
+            images.append(image if self.image_size is None or image.size == self.image_size
+                          else image.resize(self.image_size, Image.Resampling.BICUBIC))
         # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
         # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
         batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",

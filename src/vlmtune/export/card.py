@@ -61,7 +61,7 @@ def _data_lines(run_dir: Path | None, run_config: dict) -> list[str]:
         return [_not_recorded(run_dir, "config.yaml")]
     lines = [f"- train: `{data.get('train')}`", f"- validation: `{data.get('val') or 'none'}`",
              f"- format: `{data.get('format', 'auto')}`"]
-    for key in ("min_pixels", "max_pixels", "max_length"):
+    for key in ("min_pixels", "max_pixels", "image_size", "max_length"):
         if data.get(key) is not None:
             lines.append(f"- {key}: {data[key]}")
     return lines

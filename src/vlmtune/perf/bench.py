@@ -50,7 +50,7 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
         raise ConfigError("--random-init builds unquantised weights; benchmark QLoRA from a checkpoint")
     spec = spec_for(cfg.model.path, cfg.model.components)
     processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    renderer = Renderer(processor, spec, cfg.data.max_length)
+    renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
     report = checked_report(cfg.data.train, cfg.data, renderer, "data.train")
     load_before = os.getloadavg()
     result: dict[str, Any] = {

@@ -68,7 +68,7 @@ def estimate(cfg: Config, data: str | None = None, gpu_name: str = "H100", mfu: 
         raise ConfigError(f"--gpu {gpu_name!r}: unknown; known: {', '.join(gpu_names())}")
     spec = spec_for(cfg.model.path, cfg.model.components)
     processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    renderer = Renderer(processor, spec, cfg.data.max_length)
+    renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
     result: dict[str, Any] = {"model": cfg.model.path, "family": spec.name, "gpu": gpu.name,
                               "visual_tokens_per_image": visual_tokens(renderer)}
     lengths = _data_lengths(cfg, renderer, data, result)

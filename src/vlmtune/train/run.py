@@ -81,7 +81,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     # Data first: every record is checked in seconds, before any weights are loaded.
     spec = spec_for(cfg.model.path, cfg.model.components)
     processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    renderer = Renderer(processor, spec, cfg.data.max_length)
+    renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
     train_report = checked_report(cfg.data.train, cfg.data, renderer, "data.train")
     train_samples = train_report.samples
     val_samples = checked_samples(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else []
