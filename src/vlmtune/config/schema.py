@@ -56,6 +56,10 @@ class DataConfig(_Section):
     on_bad_record: Literal["drop", "fail"] = "drop"
     """A record that cannot be used (malformed, image missing or corrupt): drop it and report the count, or
     stop. Training refuses to start when no record is usable."""
+    image_in_every_batch: Literal["auto"] | bool = "auto"
+    """Give a batch in which no sample has an image one small placeholder image, masked out of attention and loss,
+    so the vision tower runs on every batch: under ZeRO-3 / FSDP a rank that skipped it would hang the others, and
+    DDP with a training vision tower fails. auto: on when several processes train and some sample has no image."""
     on_too_long: Literal["drop", "fail"] = "drop"
     """A sample over max_length (visual tokens included): drop it and report the count, or stop. It is never
     truncated: a cut inside the image tokens breaks the model's inputs."""

@@ -17,6 +17,7 @@ from ..config.schema import DataConfig
 from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
 from ..data.cache import CachedRenderer
 from ..data.check import TOO_LONG, CheckReport, check_dataset
+from ..data.collate import placeholder_image_features
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
@@ -94,6 +95,11 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     train_ds = EncodedDataset(train_samples, encoder, cache=cfg.data.cache_in_memory)
     val_ds = EncodedDataset(val_samples, encoder, cache=cfg.data.cache_in_memory) if val_samples else None
     args = training_arguments(cfg, run_dir, has_val=val_ds is not None)
+    placeholder = None
+    if image_in_every_batch(cfg.data.image_in_every_batch, args.world_size, [*train_samples, *val_samples]):
+        placeholder = placeholder_image_features(renderer)
+        log.info("batches without an image get a placeholder image (%d tokens, masked out of attention and loss)",
+                 len(placeholder["input_ids"]))
     tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", run_dir / "tensorboard"))
     callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None)]
     if cfg.train.early_stopping_patience:
@@ -106,7 +112,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
         with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir)):  # read when the Trainer makes its callbacks
             trainer = VlmTrainer(
                 model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
+                data_collator=Collator(processor.tokenizer.pad_token_id, placeholder_image=placeholder),
+                callbacks=callbacks,
                 compute_loss_func=causal_lm_loss, max_tokens_per_batch=cfg.train.max_tokens_per_batch,
                 eval_epochs=cfg.train.eval_epochs if val_ds is not None else None,
                 train_lengths=[t + v for t, v in train_report.lengths] if cfg.train.group_by_length
@@ -151,6 +158,13 @@ def _env(key: str, value: str):
             del os.environ[key]
         else:
             os.environ[key] = before
+
+
+def image_in_every_batch(setting: str | bool, world_size: int, samples: list[Sample]) -> bool:
+    """Whether batches without an image get the placeholder image (``data.image_in_every_batch``)."""
+    if setting == "auto":
+        return world_size > 1 and any(not s.images for s in samples)
+    return bool(setting)
 
 
 class TrainingError(RuntimeError):
