@@ -174,6 +174,11 @@ class TrainConfig(_Section):
     every checkpoint."""
     early_stopping_patience: int | None = Field(default=None, gt=0)
     """Stop after this many validations without improvement (needs data.val, eval_steps and save_steps)."""
+    best_by: str = "loss"
+    """What "best" means for the checkpoint kept beside the newest ones, and for early stopping: the validation
+    loss (lower is better), or a metric of eval.metrics / the eval.task (higher is better), e.g. exact_match:
+    each validation then also generates answers for the held-out samples (the first eval.max_samples) and logs
+    eval_<metric> for every metric of the task."""
     report_to: list[str] | Literal["auto", "none"] = "auto"
     """auto: TensorBoard into RUN/tensorboard when installed; or a list of transformers integrations
     (tensorboard, wandb, mlflow, swanlab), each used only if installed."""
@@ -242,3 +247,11 @@ class Config(_Section):
     freeze: FreezeConfig = FreezeConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _best_by_a_scored_metric(self) -> Config:
+        best, scored = self.train.best_by, self.eval.metric_names()
+        if best != "loss" and best not in scored:
+            raise ValueError(f"train.best_by {best!r} is neither loss nor a metric of this run "
+                             f"({', '.join(scored)}: eval.metrics or the defaults of eval.task {self.eval.task})")
+        return self

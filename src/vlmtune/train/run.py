@@ -68,9 +68,13 @@ def check_runnable(cfg: Config) -> None:
     if t.method == "qlora" and not torch.cuda.is_available():
         raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
                           "Use train.method=lora here.")
-    if t.early_stopping_patience and not (cfg.data.val and (t.eval_steps or t.eval_epochs) and t.save_steps):
+    validates_and_saves = cfg.data.val and (t.eval_steps or t.eval_epochs) and t.save_steps
+    if t.early_stopping_patience and not validates_and_saves:
         raise ConfigError("train.early_stopping_patience needs data.val, train.eval_steps (or train.eval_epochs) "
                           "and train.save_steps")
+    if t.best_by != "loss" and not validates_and_saves:
+        raise ConfigError(f"train.best_by {t.best_by} needs data.val, train.eval_steps (or train.eval_epochs) and "
+                          "train.save_steps: the best checkpoint is one saved at a validation")
     if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
         raise ConfigError(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
                           f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
@@ -116,6 +120,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                 callbacks=callbacks,
                 compute_loss_func=causal_lm_loss, max_tokens_per_batch=cfg.train.max_tokens_per_batch,
                 eval_epochs=cfg.train.eval_epochs if val_ds is not None else None,
+                score_generations=generation_scorer(cfg, renderer, val_samples)
+                if cfg.train.best_by != "loss" and val_samples else None,
                 train_lengths=[t + v for t, v in train_report.lengths] if cfg.train.group_by_length
                 or cfg.train.max_tokens_per_batch else None,
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
@@ -127,6 +133,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
         raise TrainingError(f"{e}. The run stopped; {where}. Check those samples or lower train.lr") from None
     # Every process takes part in the last validation and the save: under ZeRO-3 / FSDP the weights are sharded
     # and gathering them needs all ranks; the main process alone writes files.
+    trainer.score_generations = None  # the held-out evaluation below generates once more, base and tuned
     val_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
     weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     trainer.save_model(str(weights_dir))
@@ -201,6 +208,21 @@ def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, sample
         if "base" in sides:
             values[f"base_val_{name}"] = sides["base"]
     return values
+
+
+def generation_scorer(cfg: Config, renderer: Renderer, samples: list[Sample]):
+    """``model -> {metric: value}``: the tuned model's answers to the held-out samples (the first
+    ``eval.max_samples``), scored with the run's metrics; every validation calls it when ``train.best_by`` names a
+    metric. Every process generates the same answers: under ZeRO-3 / FSDP all of them must run each forward."""
+    e = cfg.eval
+    held_out = samples[:e.max_samples] if e.max_samples else samples
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        comparison = compare(model, renderer, held_out, e.metric_names(), compare_base=False,
+                             max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, progress=False)
+        return {name: sides["tuned"] for name, sides in comparison.metrics.items()}
+
+    return score
 
 
 def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -> list[Sample]:
@@ -329,7 +351,8 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=bool(t.save_steps and evaluate_every),
-        metric_for_best_model="eval_loss" if t.save_steps and evaluate_every else None,
+        metric_for_best_model=f"eval_{t.best_by}" if t.save_steps and evaluate_every else None,
+        greater_is_better=t.best_by != "loss",
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         optim=_optimizer(t.optimizer),

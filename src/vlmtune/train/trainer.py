@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -44,13 +44,15 @@ class NonFiniteLoss(RuntimeError):
 
 class VlmTrainer(Trainer):
     def __init__(self, *args, trace_file: Path | None = None, train_lengths: Sequence[int] | None = None,
-                 max_tokens_per_batch: int | None = None, eval_epochs: int | None = None, **kwargs):
+                 max_tokens_per_batch: int | None = None, eval_epochs: int | None = None,
+                 score_generations: Callable[[torch.nn.Module], dict[str, float]] | None = None, **kwargs):
         """``train_lengths`` (tokens of each training sample, visual included): batches grouped by length, of
         ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``).
         ``eval_epochs``: validate every that many epochs (``args.eval_steps`` is set once an epoch's steps are
-        known)."""
+        known). ``score_generations``: metrics of the model's generated answers, added to every validation's
+        ``eval_*`` metrics (logged with the loss, seen by early stopping and the best-checkpoint choice)."""
         super().__init__(*args, **kwargs)
-        self.eval_epochs = eval_epochs
+        self.eval_epochs, self.score_generations = eval_epochs, score_generations
         self.trace_file = trace_file
         self.batch_sampler = None
         if train_lengths is not None:
@@ -98,6 +100,15 @@ class VlmTrainer(Trainer):
                 with open(self.trace_file, "a") as f:
                     f.write(json.dumps({"step": self.state.global_step + 1, "ids": ids}) + "\n")
         return result
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        if self.score_generations is not None:
+            scores = self.score_generations(self.model)
+            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = {k: v for k, v in inputs.items() if k != SAMPLE_IDS}
