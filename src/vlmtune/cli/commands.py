@@ -182,7 +182,7 @@ def data_check(args: argparse.Namespace) -> int:
         spec = family_of(args.model)
         processor = load_processor(args.model, spec, args.min_pixels, args.max_pixels)
         renderer = Renderer(processor, spec, args.max_length, args.image_size)
-    report = check_dataset(args.path, args.format, _read_options(args), renderer)
+    report = check_dataset(args.path, args.format, _read_options(args), renderer, shrink=args.on_too_long == "shrink")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
 

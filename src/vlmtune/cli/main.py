@@ -139,6 +139,9 @@ def _add_data_commands(sub) -> None:
     source(p)
     p.add_argument("--model", help="checkpoint folder: also count tokens and flag samples over --max-length")
     p.add_argument("--max-length", type=int, default=4096, help="token budget per sample (default 4096)")
+    p.add_argument("--on-too-long", choices=["drop", "shrink"], default="drop",
+                   help="shrink: count samples over --max-length as usable where downscaling their images makes "
+                   "them fit, as data.on_too_long=shrink trains them (default: drop, each is a problem)")
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
     _image_size_option(p)

@@ -60,9 +60,12 @@ class DataConfig(_Section):
     """Give a batch in which no sample has an image one small placeholder image, masked out of attention and loss,
     so the vision tower runs on every batch: under ZeRO-3 / FSDP a rank that skipped it would hang the others, and
     DDP with a training vision tower fails. auto: on when several processes train and some sample has no image."""
-    on_too_long: Literal["drop", "fail"] = "drop"
-    """A sample over max_length (visual tokens included): drop it and report the count, or stop. It is never
-    truncated: a cut inside the image tokens breaks the model's inputs."""
+    on_too_long: Literal["drop", "fail", "shrink"] = "drop"
+    """A sample over max_length (visual tokens included): drop it and report the count, stop, or (shrink) keep it
+    with its images downscaled to the largest size at which it fits (one factor for all its images, aspect ratio
+    kept, none below min_pixels), dropping only samples that do not fit even so (text too long, images already at
+    min_pixels, or a processor with fixed-size or tiled images, e.g. LLaVA). It is never truncated: a cut inside
+    the image tokens breaks the model's inputs."""
 
     def read_options(self):
         from ..data.formats import ReadOptions

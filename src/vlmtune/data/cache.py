@@ -1,10 +1,11 @@
 """Rendered samples cached on disk: the chat template, tokenizer, image decoding and the image processor run
 once per sample, and every later epoch, run or process reads the tensors back (safetensors).
 
-A sample's key hashes everything its tensors depend on: its content (messages, image paths), each image file's
-size and modification time, the processor's settings (image processor, chat template, tokenizer vocabulary), the
-family's masking markers, ``max_length``, the fixed ``image_size`` (where set) and the vlmtune version. Changing
-any of them renders afresh; stale entries are never read (delete the folder to reclaim the space).
+A sample's key hashes everything its tensors depend on: its content (messages, image paths, the size a shrunk
+image is shown at), each image file's size and modification time, the processor's settings (image processor, chat
+template, tokenizer vocabulary), the family's masking markers, ``max_length``, the fixed ``image_size`` (where
+set) and the vlmtune version. Changing any of them renders afresh; stale entries are never read (delete the folder
+to reclaim the space).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DataError, RecordError
 from .formats import ReadOptions, read_dataset
 from .formats.write import sample_to_record
+from .render import CannotShrink
 from .sample import BoxPart, PointPart, Sample
 
 TOO_LONG = "too_long"
@@ -59,6 +60,9 @@ class CheckReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     """``(sample, earlier sample it repeats)`` for every exact repeat: kept, but worth knowing (a repeated
     sample weighs double, and one in both train and val inflates the score)."""
+    shrunk: list[tuple[str, float]] = field(default_factory=list)
+    """``(sample, scale)`` of every sample over max_length kept with its images shown smaller (``shrink``):
+    ``scale`` is the new over the old longer side of its largest image."""
 
     @property
     def ok(self) -> bool:
@@ -81,6 +85,7 @@ class CheckReport:
             "max_length": self.max_length, "tokens": self.length_stats(),
             "problems": [asdict(p) for p in self.problems],
             "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
+            "shrunk": [{"where": a, "scale": round(b, 4)} for a, b in self.shrunk],
         }
 
     def summary(self, limit: int = 50) -> str:
@@ -92,6 +97,8 @@ class CheckReport:
             for name, s in stats.items():
                 lines.append(f"  {name:<6} min {s['min']:.0f}  median {s['median']:.0f}  p95 {s['p95']:.0f}  "
                              f"max {s['max']:.0f}")
+        if self.shrunk:
+            lines.append(self.shrunk_line())
         if self.duplicates:
             where, first = self.duplicates[0]
             lines.append(f"warning: {len(self.duplicates)} samples repeat an earlier one (kept), e.g. {where} repeats "
@@ -102,6 +109,12 @@ class CheckReport:
             if len(self.problems) > limit:
                 lines.append(f"  ... and {len(self.problems) - limit} more (--json lists all)")
         return "\n".join(lines)
+
+
+    def shrunk_line(self) -> str:
+        where, scale = min(self.shrunk, key=lambda item: item[1])
+        return (f"shrank the images of {len(self.shrunk)} samples to fit max_length {self.max_length} (smallest "
+                f"scale {scale:.2f}, {where})")
 
 
 def _reason(problem: str) -> str:
@@ -144,11 +157,15 @@ def inspect_image(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def check_samples(samples: list[Sample], renderer: Any = None) -> tuple[list[Sample], list[Problem],
-                                                                          list[tuple[int, int]]]:
-    """Usable samples, the problems of the others, and token lengths (with a renderer)."""
+def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False
+                  ) -> tuple[list[Sample], list[Problem], list[tuple[int, int]], list[tuple[str, float]]]:
+    """Usable samples, the problems of the others, token lengths (with a renderer) and the shrunk samples.
+
+    ``shrink``: a sample over the renderer's max_length is kept with its images shown smaller where that makes
+    it fit (:meth:`Renderer.shrink_to_fit`), and is a TOO_LONG problem only where nothing does.
+    """
     sizes: dict[Path, tuple[int, int] | str] = {}
-    good, problems, lengths = [], [], []
+    good, problems, lengths, shrunk = [], [], [], []
     for sample in samples:
         problem = _image_problem(sample, sizes)
         if problem:
@@ -161,14 +178,34 @@ def check_samples(samples: list[Sample], renderer: Any = None) -> tuple[list[Sam
                 problems.append(Problem(sample.id, getattr(e, "problem", str(e))))
                 continue
             if renderer.max_length is not None and text + visual > renderer.max_length:
-                problems.append(Problem(sample.id, (
-                    f"{text + visual} tokens ({visual} visual) exceed max_length={renderer.max_length}; it is "
-                    "never cut (that would split image tokens or drop the answer). Raise data.max_length or "
-                    "lower data.max_pixels"), kind=TOO_LONG))
-                continue
+                too_long = f"{text + visual} tokens ({visual} visual) exceed max_length={renderer.max_length}"
+                if not shrink:
+                    problems.append(Problem(sample.id, (
+                        f"{too_long}; it is never cut (that would split image tokens or drop the answer). Raise "
+                        "data.max_length or lower data.max_pixels"), kind=TOO_LONG))
+                    continue
+                try:
+                    smaller, (text, visual) = renderer.shrink_to_fit(sample, [sizes[p] for p in sample.images])
+                except CannotShrink as e:
+                    problems.append(Problem(sample.id, (
+                        f"{too_long}; shrinking its images is not enough: {e.problem}. Raise data.max_length"),
+                        kind=TOO_LONG))
+                    continue
+                except DataError as e:
+                    problems.append(Problem(sample.id, getattr(e, "problem", str(e))))
+                    continue
+                shrunk.append((sample.id, _scale(sample, smaller, sizes, renderer)))
+                sample = smaller
             lengths.append((text, visual))
         good.append(sample)
-    return good, problems, lengths
+    return good, problems, lengths, shrunk
+
+
+def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
+    """The new over the old longer side of the largest image of a shrunk sample."""
+    old = [p.size or renderer.image_size or sizes[p.path] for p in before.image_parts]
+    largest = max(range(len(old)), key=lambda i: max(old[i]))
+    return max(after.image_parts[largest].size) / max(old[largest])
 
 
 def _image_problem(sample: Sample, sizes: dict) -> str | None:
@@ -195,14 +232,17 @@ def _image_problem(sample: Sample, sizes: dict) -> str | None:
 
 
 def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions | None = None,
-                  renderer: Any = None) -> CheckReport:
-    """Read and check every record of a data source (see :class:`CheckReport`)."""
+                  renderer: Any = None, shrink: bool = False) -> CheckReport:
+    """Read and check every record of a data source (see :class:`CheckReport`).
+
+    ``shrink``: samples over max_length are kept with their images shown smaller where that fits
+    (``data.on_too_long: shrink``; see :func:`check_samples`)."""
     result = read_dataset(path, format, options)
     report = CheckReport(source=str(path), format=result.format,
                          max_length=renderer.max_length if renderer is not None else None)
     report.records = len(result.samples) + len(result.problems)
     report.problems = [Problem.from_error(e) for e in result.problems]
-    good, problems, report.lengths = check_samples(result.samples, renderer)
+    good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink)
     report.samples = good
     report.problems += problems
     report.problems.sort(key=lambda p: _order(p.where))
@@ -218,8 +258,12 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
 
 
 def content_key(sample: Sample) -> str:
-    """The sample's content (messages with absolute image paths) as a canonical string."""
-    return json.dumps(sample_to_record(Sample(sample.messages, ""), "/")["messages"], sort_keys=True)
+    """The sample's content (messages with absolute image paths, and the sizes images are shown at where set) as
+    a canonical string."""
+    messages = sample_to_record(Sample(sample.messages, ""), "/")["messages"]
+    shown = [p.size and list(p.size) for p in sample.image_parts]
+    # Sizes only where some image has one: the keys of other samples (and disk caches under them) stay as they were.
+    return json.dumps({"messages": messages, "shown": shown} if any(shown) else messages, sort_keys=True)
 
 
 def _order(where: str) -> tuple[str, int]:

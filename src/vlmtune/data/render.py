@@ -8,6 +8,7 @@ no known header: its answers are found by rendering the conversation turn by tur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,10 @@ TURN_CHECKS = 8
 
 class TemplateMismatch(UnknownFamilyError):
     """Rendering a conversation turn by turn does not reproduce its full rendering: the answers cannot be found."""
+
+
+class CannotShrink(SampleError):
+    """No smaller size of a sample's images brings it within ``max_length`` (``problem`` says why)."""
 
 
 def load_image(path) -> Image.Image:
@@ -73,27 +78,42 @@ class Renderer:
         return "".join(part["text"] for part in sample.to_chat(ground=ground)[index]["content"]
                        if part["type"] == "text")
 
-    def model_size(self, original_size: grounding.Size) -> grounding.Size:
+    def model_size(self, original_size: grounding.Size, shown: grounding.Size | None = None) -> grounding.Size:
         """``(width, height)`` this renderer's image processor resizes an ``original_size`` image to.
 
         With ``spec.grounding.parse(text, original_size, model_size)`` it maps predicted coordinates back to
         pixels of the original image. With :attr:`image_size` set, the processor sees that size whatever the
         original: a stretch, which the conventions' per-axis scale from original to model size stays exact for.
+        ``shown``: the image part's own :attr:`~vlmtune.data.sample.ImagePart.size` (a shrunk image), which takes
+        precedence over :attr:`image_size` as it does when the image is processed.
         """
+        limits = self.pixel_limits()
+        if limits is None:
+            ip = self.processor.image_processor
+            raise ValueError(f"cannot read the pixel limits of {type(ip).__name__} "
+                             f"(size={getattr(ip, 'size', None)!r})")
+        factor, min_pixels, max_pixels = limits
+        return grounding.model_image_size(shown or self.image_size or original_size, factor, min_pixels, max_pixels)
+
+    def pixel_limits(self) -> tuple[int, int, int] | None:
+        """``(factor, min_pixels, max_pixels)`` of an image processor that resizes every image to a multiple of
+        ``factor`` within ``min_pixels..max_pixels`` (the Qwen-VL families), so that a smaller image gives fewer
+        visual tokens; None for processors with a fixed size or tiles (LLaVA, Idefics3, Gemma 3, ...)."""
         ip = self.processor.image_processor
         size = getattr(ip, "size", None) or {}
         # transformers 5 keeps the pixel limits in size={shortest_edge, longest_edge}; older ones as attributes.
         min_pixels = size.get("shortest_edge") or getattr(ip, "min_pixels", None)
         max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None)
-        if min_pixels is None or max_pixels is None:
-            raise ValueError(f"cannot read the pixel limits of {type(ip).__name__} (size={size!r})")
         patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
         factor = patch * merge if patch and merge else self.spec.image_factor
-        return grounding.model_image_size(self.image_size or original_size, factor, min_pixels, max_pixels)
+        if min_pixels is None or max_pixels is None or not factor:
+            return None
+        return factor, min_pixels, max_pixels
 
     def _grounder(self, sample: Sample) -> Callable[[GroundingPart], str]:
         """Writes a box or point of ``sample`` in the family's syntax, for :meth:`Sample.to_chat`."""
-        convention, paths = self.spec.grounding, sample.images
+        convention, parts = self.spec.grounding, sample.image_parts
+        paths = [p.path for p in parts]
         if convention is None:
             raise SampleError(sample.id, f"has boxes or points, but family {self.spec.name} has no grounding syntax")
 
@@ -105,7 +125,7 @@ class Renderer:
                 original = image_size(paths[part.image])
             except (OSError, UnidentifiedImageError) as e:
                 raise SampleError(sample.id, f"cannot read image {paths[part.image]}: {e}") from None
-            return convention.format(part, original, self.model_size(original))
+            return convention.format(part, original, self.model_size(original, parts[part.image].size))
 
         return ground
 
@@ -136,11 +156,12 @@ class Renderer:
         Equal to ``len(encode(sample)["input_ids"])`` split in two, without decoding any pixels, so a whole
         dataset can be measured before training. Each image is one placeholder token in the template text,
         which the processor expands to the image's visual tokens (to ``spec.image_placeholder_text`` where set).
-        With :attr:`image_size` set, every image counts at that size (the size the processor is given).
+        Each image counts at the size the processor is given: its part's ``size`` where set (a shrunk image),
+        else :attr:`image_size` where set, else ``image_sizes`` (its file's size).
         """
         self._refuse_control_tokens(sample)
-        if self.image_size is not None:
-            image_sizes = [self.image_size] * len(image_sizes)
+        image_sizes = [part.size or self.image_size or size
+                       for part, size in zip(sample.image_parts, image_sizes, strict=True)]
         text = self.text(sample)
         if not self.spec.assistant_header and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
@@ -165,6 +186,56 @@ class Renderer:
             return n_text, len(ids["input_ids"][0]) - n_text
         counts = self.processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])
         return n_text, sum(counts["num_image_tokens"])
+
+    def shrink_to_fit(self, sample: Sample, image_sizes: list[grounding.Size]) -> tuple[Sample, tuple[int, int]]:
+        """``sample`` with its images shown smaller so that it fits :attr:`max_length`, and its ``(text, visual)``
+        token counts so; ``image_sizes`` are its image files' sizes, as for :meth:`count_tokens`, and the sample
+        as it is must not fit. Raises :class:`CannotShrink` where no size fits.
+
+        All its images are scaled by one factor (aspect ratio kept, sides rounded to whole pixels), except that none
+        goes below the processor's ``min_pixels``: the processor would scale it back up, for no fewer tokens. The
+        factor is the largest that fits to one pixel of the longer side of the sample's largest image: a binary
+        search with :meth:`count_tokens` (the real encoding's length) that ends on a side that fits where one
+        pixel more does not. Only processors that resize within a pixel range (:meth:`pixel_limits`) can shrink.
+        """
+        bases = [part.size or self.image_size or size
+                 for part, size in zip(sample.image_parts, image_sizes, strict=True)]
+        limits = self.pixel_limits()
+        if not bases:
+            raise CannotShrink(sample.id, "it has no image to shrink")
+        if limits is None:
+            raise CannotShrink(sample.id, (
+                f"{self.spec.name}'s image processor ({type(self.processor.image_processor).__name__}) shows an "
+                "image at a fixed size or in tiles, not within a pixel range, so a smaller image does not get "
+                "fewer visual tokens"))
+        min_pixels = limits[1]
+        # The scale at which each image reaches min_pixels (1: it is there already).
+        floors = [min(1.0, math.sqrt(min_pixels / (w * h))) for w, h in bases]
+        longest = max(max(size) for size in bases)
+
+        def at(side: int) -> Sample:
+            sizes = []
+            for (w, h), floor in zip(bases, floors, strict=True):
+                scale = max(side / longest, floor)
+                sizes.append((max(1, round(w * scale)), max(1, round(h * scale))))
+            return sample.with_image_sizes(sizes)
+
+        lo = min(longest, max(1, math.floor(min(floors) * longest)))  # every image at its min_pixels size
+        counts = self.count_tokens(at(lo), image_sizes)
+        if sum(counts) > self.max_length:
+            text, visual = counts
+            raise CannotShrink(sample.id, f"its text alone is {text} tokens" if text > self.max_length else (
+                f"it still has {text + visual} tokens ({visual} visual) with its images at the processor's smallest "
+                f"size (min_pixels={min_pixels})"))
+        hi = longest - 1  # invariant: side lo fits, side hi + 1 does not (longest: the sample as it is)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            mid_counts = self.count_tokens(at(mid), image_sizes)
+            if sum(mid_counts) <= self.max_length:
+                lo, counts = mid, mid_counts
+            else:
+                hi = mid - 1
+        return at(lo), counts
 
     def _turn_labels(self, sample: Sample, input_ids: torch.Tensor) -> torch.Tensor:
         """Labels for a family with no known assistant header: an answer is what rendering the conversation up to the
@@ -215,14 +286,16 @@ class Renderer:
     def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
         self._refuse_control_tokens(sample)
         images = []
-        for path in sample.images:
+        for part in sample.image_parts:
             try:
-                image = load_image(path)
+                image = load_image(part.path)
             except (OSError, UnidentifiedImageError) as e:
-                raise SampleError(sample.id, f"cannot read image {path}: {e}") from None
-            # Stretched to exactly image_size, as qwen-vl-utils resizes to resized_width x resized_height.
-            images.append(image if self.image_size is None or image.size == self.image_size
-                          else image.resize(self.image_size, Image.Resampling.BICUBIC))
+                raise SampleError(sample.id, f"cannot read image {part.path}: {e}") from None
+            # Stretched to exactly image_size, as qwen-vl-utils resizes to resized_width x resized_height; a part's
+            # own size (a shrunk image) comes first.
+            size = part.size or self.image_size
+            images.append(image if size is None or image.size == tuple(size)
+                          else image.resize(tuple(size), Image.Resampling.BICUBIC))
         # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
         # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
         batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",

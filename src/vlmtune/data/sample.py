@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +20,9 @@ class TextPart:
 class ImagePart:
     path: Path
     """Absolute path of the image file (readers resolve it against the data file's folder)."""
+    size: tuple[int, int] | None = None
+    """``(width, height)`` the image is shown to the model at: resized to it before the processor, taking
+    precedence over ``data.image_size``. Set by ``data.on_too_long: shrink``; readers leave it None."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,18 @@ class Sample:
 
     @property
     def images(self) -> list[Path]:
-        return [p.path for m in self.messages for p in m.content if isinstance(p, ImagePart)]
+        return [p.path for p in self.image_parts]
+
+    @property
+    def image_parts(self) -> list[ImagePart]:
+        return [p for m in self.messages for p in m.content if isinstance(p, ImagePart)]
+
+    def with_image_sizes(self, sizes: list[tuple[int, int] | None]) -> Sample:
+        """This sample with its images (in order) shown at ``sizes`` (see :attr:`ImagePart.size`)."""
+        it = iter(sizes)
+        messages = tuple(replace(m, content=tuple(replace(p, size=next(it)) if isinstance(p, ImagePart) else p
+                                                  for p in m.content)) for m in self.messages)
+        return replace(self, messages=messages)
 
     @property
     def has_grounding(self) -> bool:

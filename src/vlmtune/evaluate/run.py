@@ -107,7 +107,8 @@ def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Samp
     references = (reference, *(a for a in others if isinstance(a, str)))
     if not ref_grounding or renderer.spec.grounding is None:
         return Example(prediction, references)
-    path = sample.images[ref_grounding[0].image]
-    size = image_size(path)
-    parsed = renderer.spec.grounding.parse(prediction, size, renderer.model_size(size))
+    part = sample.image_parts[ref_grounding[0].image]
+    size = image_size(part.path)
+    # At the size the model was shown (a shrunk image's own), as the reference was written.
+    parsed = renderer.spec.grounding.parse(prediction, size, renderer.model_size(size, part.size))
     return Example(prediction, references, tuple(parsed), ref_grounding)

@@ -114,7 +114,8 @@ def _data_lengths(cfg: Config, renderer: Renderer, data: str | None, result: dic
     if not Path(path).exists():
         result["data"] = None
         return None
-    report = check_dataset(path, cfg.data.format, cfg.data.read_options(), renderer)
+    report = check_dataset(path, cfg.data.format, cfg.data.read_options(), renderer,
+                           shrink=cfg.data.on_too_long == "shrink")
     result["data"] = {"file": str(path), "samples": len(report.samples), "unusable": len(report.problems),
                       "images_per_sample": report.images / max(1, len(report.samples)),
                       "tokens": report.length_stats()}

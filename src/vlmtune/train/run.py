@@ -237,7 +237,9 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
 def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) -> CheckReport:
     """:func:`checked_samples` with the whole check report: ``report.lengths`` holds the (text, visual) token
     counts of each usable sample, in the order of ``report.samples``."""
-    report = check_dataset(path, data.format, data.read_options(), renderer)
+    report = check_dataset(path, data.format, data.read_options(), renderer, shrink=data.on_too_long == "shrink")
+    if report.shrunk:
+        log.info("%s: %s", key, report.shrunk_line().replace("max_length", "data.max_length", 1))
     too_long = [p for p in report.problems if p.kind == TOO_LONG]
     invalid = [p for p in report.problems if p.kind != TOO_LONG]
     for problems, policy, what in ((invalid, "on_bad_record", "unusable"), (too_long, "on_too_long",
