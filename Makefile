@@ -12,7 +12,14 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev]"
+	$(DEEPSPEED_INSTALL)
 	touch $@
+
+# The DeepSpeed engine tests (tests/train/test_engines.py; they skip without it). DeepSpeed builds from source
+# against the torch installed above (no build isolation, or pip would fetch another torch) and compiles one
+# collective op with g++ the first time it runs; without g++ it is left out.
+DEEPSPEED_INSTALL = command -v g++ >/dev/null && DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation \
+	"deepspeed>=0.19,<0.20" || echo "deepspeed not installed (it needs g++): its engine tests will be skipped"
 
 setup: $(VENV)/.installed
 

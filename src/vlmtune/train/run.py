@@ -126,6 +126,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                 or cfg.train.max_tokens_per_batch else None,
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
             )
+            warn_if_engine_unused(trainer)
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except NonFiniteLoss as e:
         kept = checkpoints(run_dir / "checkpoints")
@@ -137,6 +138,11 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     val_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
     weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     trainer.save_model(str(weights_dir))
+    # Generation is collective too: under FSDP and ZeRO-3 each forward gathers the weight shards of all
+    # processes, so every process generates the held-out answers (transformers' synced_gpus keeps them in
+    # step) and the main process alone writes them.
+    scores = evaluate_run(cfg, model, renderer, val_samples, run_dir, write=args.should_save) \
+        if val_ds is not None and cfg.eval.at_end else {}
     if not args.should_save:
         return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics={})
     if cfg.train.method == "full":
@@ -146,8 +152,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                "train_runtime_s": output.metrics.get("train_runtime"), "family": spec.name}
     if val_ds is not None:
         metrics["val_loss"] = val_loss
-        if cfg.eval.at_end:
-            metrics.update(evaluate_run(cfg, model, renderer, val_samples, run_dir))
+        metrics.update(scores)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
@@ -167,11 +172,40 @@ def _env(key: str, value: str):
             os.environ[key] = before
 
 
+def warn_if_engine_unused(trainer) -> None:
+    """Say so when ``accelerate launch`` was given an FSDP or DeepSpeed config that the Trainer does not use:
+    accelerate 1.x turns FSDP on only for GPUs and other accelerators, and otherwise trains plain data-parallel
+    (every process holding the whole model) without a word."""
+    for engine, variable, used in (("FSDP", "ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled),
+                                   ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(variable, "false").lower() == "true" and not used:
+            log.warning("launched with an accelerate %s config, but %s is not in use here (accelerate enables it "
+                        "only on GPUs and other accelerators): training is plain data-parallel, each process "
+                        "holding the whole model", engine, engine)
+
+
 def image_in_every_batch(setting: str | bool, world_size: int, samples: list[Sample]) -> bool:
     """Whether batches without an image get the placeholder image (``data.image_in_every_batch``)."""
     if setting == "auto":
         return world_size > 1 and any(not s.images for s in samples)
     return bool(setting)
+
+
+@contextlib.contextmanager
+def _zero3_init_off():
+    """Models loaded in the block are whole, even in a ZeRO-3 run: transformers would otherwise partition them
+    at load (``zero.Init``), and outside a DeepSpeed engine nothing gathers the pieces back for a forward."""
+    from transformers.integrations import deepspeed
+
+    if not deepspeed.is_deepspeed_zero3_enabled():
+        yield
+        return
+    ref = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = ref
 
 
 class TrainingError(RuntimeError):
@@ -189,24 +223,28 @@ def write_loss_curve(metrics_log: Path, out: Path) -> None:
 
 
 def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, samples: list[Sample],
-                 run_dir: Path) -> dict[str, float]:
-    """Base vs tuned on the held-out samples, written to ``RUN/eval``; returns ``val_<metric>`` values."""
+                 run_dir: Path, write: bool = True) -> dict[str, float]:
+    """Base vs tuned on the held-out samples, written to ``RUN/eval`` (with ``write``); returns ``val_<metric>``
+    values. Every process of a sharded run (FSDP, ZeRO-3) must call it: generating gathers the weights."""
     e = cfg.eval
     samples = samples[:e.max_samples] if e.max_samples else samples
     base = None
     if e.compare_base and cfg.train.method == "full":  # no adapter to switch off: load the checkpoint again
-        base = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype)).to(next(model.parameters()).device)
+        with _zero3_init_off():
+            base = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype)).to(next(model.parameters()).device)
     comparison = compare(model, renderer, samples, e.metric_names(), base, e.compare_base, e.max_new_tokens,
-                         e.batch_size, cfg.train.progress)
-    out = comparison.write(run_dir / "eval", loss_log=run_dir / "metrics.jsonl", task=e.task,
-                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method == "lora"
-                           else None)
-    log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
+                         e.batch_size, cfg.train.progress and write)
     values: dict[str, float] = {"val_samples": comparison.n}
     for name, sides in comparison.metrics.items():
         values[f"val_{name}"] = sides["tuned"]
         if "base" in sides:
             values[f"base_val_{name}"] = sides["base"]
+    if not write:
+        return values
+    out = comparison.write(run_dir / "eval", loss_log=run_dir / "metrics.jsonl", task=e.task,
+                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method == "lora"
+                           else None)
+    log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
     return values
 
 
