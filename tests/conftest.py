@@ -63,8 +63,10 @@ def dry_run_table(folder: Path, tmp_path: Path, capsys, *overrides: str) -> dict
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {folder}\ndata:\n  train: unused.jsonl\ntrain:\n  output_dir: {tmp_path}/run\n")
     assert main(["train", str(config), "--dry-run", *overrides]) == 0
-    return {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]]
-            for line in capsys.readouterr().out.splitlines()[2:]}
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["component", "trainable", "total"])
+    end = next(i for i, line in enumerate(lines) if i > start and line.startswith("all "))
+    return {line.split()[0]: [int(n.replace(",", "")) for n in line.split()[1:3]] for line in lines[start + 1:end + 1]}
 
 
 def chat_with_images(sample) -> list[dict]:
