@@ -219,6 +219,21 @@ def test_the_engine_really_trains_in_shards(engine, method, launched):
             assert probe["sharded"] > 0 if stage == 3 else probe["sharded"] == 0, probe
 
 
+def _table(run_dir: Path) -> str:
+    """The trainable-parameter table of the run's train.log."""
+    log = (run_dir / "train.log").read_text()
+    return log[log.index("component "):log.index("% trainable)")]
+
+
+@pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
+def test_zero3_loads_the_weights_into_shards_and_counts_them_whole(engine, method, launched, reference):
+    run_dir, _ = launched(engine, method)
+    partitioned = "weights partitioned over the 2 processes as they loaded (ZeRO-3)"
+    # Full fine-tuning loads whole (see train/run.py: the weight names transformers saves it under).
+    assert (partitioned in (run_dir / "train.log").read_text()) == (engine == "deepspeed_zero3" and method == "lora")
+    assert _table(run_dir) == _table(reference(method))
+
+
 @pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
 def test_loss_gradient_norm_and_val_loss_match_one_process_with_the_doubled_batch(engine, method, launched,
                                                                                   reference):

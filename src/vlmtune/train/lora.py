@@ -84,14 +84,16 @@ def prepare_full(model: nn.Module, spec: FamilySpec, freeze: FreezeConfig | None
 
 def parameter_table(model: nn.Module, spec: FamilySpec) -> dict[str, tuple[int, int]]:
     """Component -> (trainable, total) parameter counts. PEFT's wrappers are seen through: adapter weights count
-    in the component of the layer they adapt, ``modules_to_save`` copies in their module's component."""
+    in the component of the layer they adapt, ``modules_to_save`` copies in their module's component. Weights
+    partitioned by ZeRO-3 count whole (``ds_numel``), not as this process's empty placeholder."""
     table: dict[str, list[int]] = {c: [0, 0] for c in (*COMPONENTS, "other")}
     for name, param in model.named_parameters():
         component = spec.component_of(_strip_peft(name)) or "other"
+        size = getattr(param, "ds_numel", None) or param.numel()
         if param.requires_grad or ".original_module." not in name:  # PEFT's frozen copy is not a second model
-            table[component][1] += param.numel()
+            table[component][1] += size
         if param.requires_grad:
-            table[component][0] += param.numel()
+            table[component][0] += size
     return {c: (t, n) for c, (t, n) in table.items() if n}
 
 

@@ -91,14 +91,20 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     train_samples = train_report.samples
     val_samples = checked_samples(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else []
 
-    model = build_model(cfg, spec)
+    # The arguments before the model: under a ZeRO-3 launch they make transformers load each weight straight
+    # into its shards (zero.Init), so no process holds the whole model. Not for full fine-tuning: transformers
+    # 5.24 saves a model loaded that way under other weight names (model.model.layers...), which would not load.
+    args = training_arguments(cfg, run_dir, has_val=bool(val_samples))
+    with _zero3_init_off() if cfg.train.method == "full" else contextlib.nullcontext():
+        model = build_model(cfg, spec)
+    if any(hasattr(p, "ds_numel") for p in model.parameters()):
+        log.info("weights partitioned over the %d processes as they loaded (ZeRO-3)", args.world_size)
     log.info("trainable parameters (%s, family %s):\n%s", cfg.train.method, spec.name,
              format_table(parameter_table(model, spec)))
 
     encoder = CachedRenderer(renderer, cfg.data.cache_dir) if cfg.data.cache_dir else renderer
     train_ds = EncodedDataset(train_samples, encoder, cache=cfg.data.cache_in_memory)
     val_ds = EncodedDataset(val_samples, encoder, cache=cfg.data.cache_in_memory) if val_samples else None
-    args = training_arguments(cfg, run_dir, has_val=val_ds is not None)
     placeholder = None
     if image_in_every_batch(cfg.data.image_in_every_batch, args.world_size, [*train_samples, *val_samples]):
         placeholder = placeholder_image_features(renderer)
