@@ -47,7 +47,9 @@ def train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"vlmtune train: {e}", file=sys.stderr)
         return 1
-    print(f"adapter: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
+    if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
+        return 0
+    print(f"{result.weights_dir.name}: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
     for key, value in result.metrics.items():
         print(f"  {key}: {value}")
     return 0
