@@ -54,7 +54,7 @@ class Renderer:
         # (width, height) every image is stretched to before the processor (data.image_size); None: no resize.
         self.image_size: grounding.Size | None = tuple(image_size) if image_size else None
         tokenizer = processor.tokenizer
-        self.header_ids = tokenizer.encode(spec.assistant_header, add_special_tokens=False)
+        self.header_ids = header_tokenizations(tokenizer, spec.assistant_header)
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
         self.prefix_ids = tokenizer.encode(spec.answer_prefix, add_special_tokens=False) if spec.answer_prefix else []
         self.special_ids = set(tokenizer.convert_tokens_to_ids(list(spec.special_tokens)))
@@ -140,11 +140,24 @@ class Renderer:
                 f"{len(input_ids)} tokens ({n_image} of them visual) exceed data.max_length={self.max_length}; "
                 "truncating would cut the answer or the image tokens. Raise data.max_length or lower "
                 "data.max_pixels."))
-        features["labels"] = (assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
-                              if self.spec.assistant_header else self._turn_labels(sample, input_ids))
+        if self.spec.assistant_header:
+            features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
+            self._check_answer_count(sample, input_ids)
+        else:
+            features["labels"] = self._turn_labels(sample, input_ids)
         if not bool((features["labels"] != IGNORE_INDEX).any()):
             raise SampleError(sample.id, "no assistant tokens found in the rendered conversation")
         return features
+
+    def _check_answer_count(self, sample: Sample, input_ids: torch.Tensor) -> None:
+        """One labelled answer per assistant turn, or the labels would leave an answer out (a header tokenised
+        in an unforeseen way) or train on text that is not an answer."""
+        found = len(answer_spans(input_ids.tolist(), self.header_ids, self.turn_end_id, self.prefix_ids))
+        turns = sum(m.role == "assistant" for m in sample.messages)
+        if found != turns:
+            raise SampleError(sample.id, (
+                f"{found} answer(s) found after the assistant header {self.spec.assistant_header!r} for {turns} "
+                "assistant turn(s): the labels would be wrong, so the sample is not used"))
 
     def encode_prompt(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Inputs for generating the next assistant turn of ``sample`` (which ends before it)."""
@@ -310,6 +323,13 @@ class Renderer:
                 if token in message.text:
                     raise SampleError(sample.id, f"messages[{i}] contains the special token {token!r}, which the "
                                       "model would read as a control token; remove it from the text")
+        # A plain-text header (LLaVA-1.5's "ASSISTANT:") typed in a prompt would open an answer there: the rest of
+        # the prompt and the real header would be trained on as the answer.
+        header = self.spec.assistant_header.strip()
+        for i, message in enumerate(sample.messages):
+            if header and message.role != "assistant" and header in message.text:
+                raise SampleError(sample.id, f"messages[{i}] ({message.role}) contains {header!r}, the assistant "
+                                  "header of this model's chat format: its answer would start there; reword it")
 
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
@@ -323,26 +343,50 @@ def _end_answers(chat: list[dict], turn_end: str) -> None:
             texts[-1]["text"] += turn_end
 
 
-def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], turn_end_id: int,
+def header_tokenizations(tokenizer: Any, header: str) -> list[list[int]]:
+    """The token ids ``header`` can take in a rendered conversation: on its own, and after a newline, where
+    SentencePiece tokenizers drop the word-start marker (LLaVA-1.5: "▁A SS..." after a space, "A SS..." after the
+    "<image>\n" of a user turn that is only an image)."""
+    if not header:
+        return []
+    forms = [tokenizer.encode(header, add_special_tokens=False)]
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    after_newline = tokenizer.encode("\n" + header, add_special_tokens=False)
+    if after_newline[:len(newline)] == newline and after_newline[len(newline):] not in forms:
+        forms.append(after_newline[len(newline):])
+    return forms
+
+
+def answer_spans(ids: list[int], header_ids: list[list[int]], turn_end_id: int,
+                 prefix_ids: list[int] | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of each assistant answer in ``ids``: from after a header (and the family's
+    ``answer_prefix``, where it follows) through the end-of-turn token that closes it. A header inside an answer
+    is part of that answer."""
+    prefix, spans, i = prefix_ids or [], [], 0
+    while i < len(ids):
+        header = next((h for h in header_ids if h and ids[i:i + len(h)] == h), None)
+        if header is None:
+            i += 1
+            continue
+        j = start = i + len(header)
+        if prefix and ids[j:j + len(prefix)] == prefix:
+            j = start = j + len(prefix)
+        while j < len(ids) and ids[j] != turn_end_id:
+            j += 1
+        spans.append((start, min(j + 1, len(ids))))
+        i = j + 1
+    return spans
+
+
+def assistant_labels(input_ids: torch.Tensor, header_ids: list[list[int]], turn_end_id: int,
                      prefix_ids: list[int] | None = None) -> torch.Tensor:
     """Copy of ``input_ids`` with everything but assistant answers (+ their end token) set to -100.
 
-    ``prefix_ids`` (the family's ``answer_prefix``), where they follow a header, stay -100 with it.
+    ``header_ids``: the tokenizations of the assistant header (:func:`header_tokenizations`). ``prefix_ids`` (the
+    family's ``answer_prefix``), where they follow a header, stay -100 with it.
     """
-    ids, prefix = input_ids.tolist(), prefix_ids or []
+    ids = input_ids.tolist()
     labels = [IGNORE_INDEX] * len(ids)
-    n, i = len(header_ids), 0
-    while i <= len(ids) - n:
-        if ids[i:i + n] == header_ids:
-            j = i + n
-            if prefix and ids[j:j + len(prefix)] == prefix:
-                j += len(prefix)
-            while j < len(ids) and ids[j] != turn_end_id:
-                labels[j] = ids[j]
-                j += 1
-            if j < len(ids):
-                labels[j] = ids[j]
-            i = j + 1
-        else:
-            i += 1
+    for start, end in answer_spans(ids, header_ids, turn_end_id, prefix_ids):
+        labels[start:end] = ids[start:end]
     return torch.tensor(labels, dtype=input_ids.dtype)
