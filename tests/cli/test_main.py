@@ -39,3 +39,21 @@ def test_dry_run_prints_the_parameter_table_and_trains_nothing(tmp_path, tiny_di
     assert rows["language"][0] == f"{2 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4):,}"
     assert rows["vision"][0] == "0" and rows["projector"][0] == "0" and rows["lm_head"][0] == "0"
     assert not out.exists()
+
+
+def test_eval_and_predict_show_images_as_the_run_trained_unless_told_otherwise(tmp_path, capsys):
+    from argparse import Namespace
+
+    from vlmtune.cli.commands import image_settings
+    from vlmtune.config import dump_config, load_config
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    dump_config(load_config(None, ["model.path=m", "data.train=t.jsonl", "data.max_pixels=50176",
+                                   "data.image_size=[280,140]"]), run / "config.yaml")
+    unset = Namespace(min_pixels=None, max_pixels=None, image_size=None)
+    assert image_settings(unset, str(run / "adapter")) == (None, 50176, (280, 140))
+    assert "images as in training" in capsys.readouterr().err
+    given = Namespace(min_pixels=None, max_pixels=None, image_size=[64, 64])
+    assert image_settings(given, str(run / "adapter")) == (None, None, (64, 64))  # the command's options win
+    assert image_settings(unset, str(tmp_path / "elsewhere" / "adapter")) == (None, None, None)

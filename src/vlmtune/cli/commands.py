@@ -71,10 +71,30 @@ def predict(args: argparse.Namespace) -> int:
         model = PeftModel.from_pretrained(model, args.adapter)
     parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(args.prompt)]
     prompt = Sample(messages=(Message("user", tuple(parts)),), id="<prompt>")
-    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec,
-                        image_size=args.image_size)
+    min_pixels, max_pixels, image_size = image_settings(args, args.adapter or args.model)
+    renderer = Renderer(load_processor(args.model, spec, min_pixels, max_pixels), spec, image_size=image_size)
     print(generate(model, renderer, [prompt], args.max_new_tokens, progress=False)[0])
     return 0
+
+
+def image_settings(args: argparse.Namespace, weights: str) -> tuple[int | None, int | None, tuple | None]:
+    """``(min_pixels, max_pixels, image_size)`` to show images at: the command's options, or else, for weights in a
+    run directory of ``vlmtune train`` (RUN/adapter, RUN/model), the run's data settings, so a model is scored
+    and used at the resolution it was trained at."""
+    given = (args.min_pixels, args.max_pixels, tuple(args.image_size) if args.image_size else None)
+    run_config = Path(weights).parent / "config.yaml"
+    if any(v is not None for v in given) or not run_config.is_file():
+        return given
+    import yaml
+
+    data = (yaml.safe_load(run_config.read_text()) or {}).get("data") or {}
+    found = (data.get("min_pixels"), data.get("max_pixels"), tuple(data["image_size"]) if data.get("image_size")
+             else None)
+    if any(v is not None for v in found):
+        shown = ", ".join(f"{k}={v}" for k, v in zip(("min_pixels", "max_pixels", "image_size"), found,
+                                                     strict=True) if v is not None)
+        print(f"images as in training ({run_config}): {shown}", file=sys.stderr)
+    return found
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -93,8 +113,8 @@ def evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(f"--metric: {e}") from None
     spec = family_of(args.model)
-    renderer = Renderer(load_processor(args.model, spec, args.min_pixels, args.max_pixels), spec,
-                        image_size=args.image_size)
+    min_pixels, max_pixels, image_size = image_settings(args, args.adapter or args.model)
+    renderer = Renderer(load_processor(args.model, spec, min_pixels, max_pixels), spec, image_size=image_size)
     report = check_dataset(args.data, args.format, ReadOptions(), renderer)
     for problem in report.problems:
         print(f"skipped {problem}")
