@@ -47,12 +47,23 @@ def train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"vlmtune train: {e}", file=sys.stderr)
         return 1
+    _leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
     print(f"{result.weights_dir.name}: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
     for key, value in result.metrics.items():
         print(f"  {key}: {value}")
     return 0
+
+
+def _leave_process_group() -> None:
+    """End a data-parallel run together: every process waits for the others (the main one may still be writing
+    files) and closes the process group, instead of one exiting while its communication threads still run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def predict(args: argparse.Namespace) -> int:
