@@ -110,8 +110,8 @@ class CheckReport:
                 lines.append(f"  ... and {len(self.problems) - limit} more (--json lists all)")
         return "\n".join(lines)
 
-
     def shrunk_line(self) -> str:
+        """One line on the shrunk samples: how many, and the smallest scale with its sample."""
         where, scale = min(self.shrunk, key=lambda item: item[1])
         return (f"shrank the images of {len(self.shrunk)} samples to fit max_length {self.max_length} (smallest "
                 f"scale {scale:.2f}, {where})")
