@@ -168,3 +168,24 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_dir
     # A learning rate this high makes validation loss worse within a few steps; patience 1 stops right there.
     assert result.metrics["steps"] < 40
     assert len(list((result.run_dir / "checkpoints").glob("checkpoint-*"))) <= 2  # newest + best
+
+
+def test_8bit_adamw_trains_with_its_quantised_state(tmp_path, tiny_dir):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'vlmtune[qlora]')")
+
+    def run(name: str):
+        # r = 64: the adapters of the 64-wide tiny model reach bitsandbytes' 4096-element floor for 8-bit state.
+        cfg = _config(tmp_path / name, tiny_dir, max_steps=4, optimizer=name, save_steps=4, lr=1e-2, report_to="none")
+        return train(cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"r": 64})}))
+
+    runs = {name: run(name) for name in ("adamw_8bit", "adamw_torch")}
+    losses = {name: [json.loads(line)["loss"] for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()
+                     if "loss" in json.loads(line)] for name, r in runs.items()}
+    # Step 1 sees the same weights and batch; after it, 8-bit moments move the weights a little differently.
+    assert losses["adamw_8bit"][0] == pytest.approx(losses["adamw_torch"][0], rel=1e-6)
+    assert losses["adamw_8bit"][1:] != pytest.approx(losses["adamw_torch"][1:], rel=1e-7)
+    assert losses["adamw_8bit"][1:] == pytest.approx(losses["adamw_torch"][1:], rel=0.05)
+    state = torch.load(runs["adamw_8bit"].run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt",
+                       weights_only=False)["state"]
+    moments = [s["__bnb_optimizer_quant_state__"] for s in state.values()]
+    assert any(m["state1"].dtype == torch.uint8 and "qmap1" in m for m in moments)  # 8-bit moments, code book
