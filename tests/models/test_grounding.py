@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,69 @@ def test_qwen2_vl_matches_ms_swift_native_grounding_examples():
         written = [convention.format(p, size, (0, 0)) for p in parsed]
         assert all(w in text for w in written)
     assert [p.label for p in convention.parse(native[0], (1500, 1800), (0, 0))] == ["a dog", "a woman"]
+
+
+def test_internvl_writes_boxes_as_ref_and_box_tags_on_the_0_1000_grid():
+    convention = get_family("internvl").grounding
+    # The hand-worked COCO box above: 228.1, 320.1, 960.9, 969.6 on the grid. No model size is needed.
+    text = convention.format(BoxPart((146, 137, 615, 415), 0, "bowl of carrots"), (640, 428), (640, 428))
+    assert text == "<ref>bowl of carrots</ref><box>[[228, 320, 961, 970]]</box>"
+    assert convention.format(BoxPart((0, 0, 640, 428)), (640, 428), (640, 428)) == "<box>[[0, 0, 1000, 1000]]</box>"
+    with pytest.raises(ValueError, match="writes boxes only"):
+        convention.format(PointPart((320, 214)), (640, 428), (640, 428))
+    rng = random.Random(7)
+    for _ in range(100):
+        w, h = rng.randint(28, 2000), rng.randint(28, 2000)
+        box = _random_parts(rng, w, h)[0]
+        [parsed] = convention.parse(convention.format(box, (w, h), (w, h)), (w, h), (w, h))
+        assert parsed.label == box.label and max(abs(a - b) for a, b in zip(parsed.box, box.box, strict=True)) <= 1
+
+
+def test_internvl_parse_reads_several_boxes_of_one_ref_and_skips_junk():
+    convention = get_family("internvl").grounding
+    text = ("Two: <ref>cats</ref><box>[[0, 0, 500, 500], [500, 500, 1000, 1000]]</box> and "
+            "<box>[[1, 2, 3]]</box> <box>not json</box> <box>[[100, 100, 200, 200]]</box>")
+    parsed = convention.parse(text, (2000, 1000), (2000, 1000))
+    assert [(p.box, p.label) for p in parsed] == [((0, 0, 1000, 500), "cats"), ((1000, 500, 2000, 1000), "cats"),
+                                                  ((200, 100, 400, 200), None)]
+    assert convention.parse("<ref>dog</ref> nothing here (1,2),(3,4)", (640, 480), (640, 480)) == []
+
+
+def test_internvl_sample_with_a_box_renders_and_trains_on_the_tags(tiny_dir, tmp_path):
+    from vlmtune.data import IGNORE_INDEX, Renderer, SampleError
+    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.models import load_processor
+
+    spec = get_family("internvl")
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(tmp_path / "page.png")
+    image = ImagePart(tmp_path / "page.png")
+    sample = Sample((Message("user", (image, TextPart("Where is the logo?"))),
+                     Message("assistant", (BoxPart((20, 10, 100, 50), 0, "logo"),))), id="s")
+    renderer = Renderer(load_processor(tiny_dir("internvl"), spec), spec)
+    assert "<ref>logo</ref><box>[[100, 100, 500, 500]]</box><|im_end|>" in renderer.text(sample)
+    features = renderer.encode(sample)
+    trained = renderer.processor.tokenizer.decode(features["input_ids"][features["labels"] != IGNORE_INDEX])
+    assert trained == "<ref>logo</ref><box>[[100, 100, 500, 500]]</box><|im_end|>"
+    with pytest.raises(SampleError, match="s: has a point, and this family's grounding syntax"):
+        renderer.encode(Sample((sample.messages[0], Message("assistant", (PointPart((5, 5)),))), id="s"))
+
+
+def test_internvl_referring_prompts_keep_their_tags_and_control_tokens_stay_refused(tiny_dir, tmp_path):
+    from vlmtune.data import Renderer, SampleError
+    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.models import load_processor
+
+    spec = get_family("internvl")
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(tmp_path / "page.png")
+    renderer = Renderer(load_processor(tiny_dir("internvl"), spec), spec)
+
+    def ask(prompt: str) -> Sample:
+        return Sample((Message("user", (ImagePart(tmp_path / "page.png"), TextPart(prompt))),
+                       Message("assistant", (BoxPart((20, 10, 100, 50), 0, "the logo"),))), id="r")
+
+    prompt = "Please provide the bounding box coordinate of the region this sentence describes: <ref>the logo</ref>"
+    ids = renderer.encode(ask(prompt))["input_ids"].tolist()
+    ref = renderer.processor.tokenizer.convert_tokens_to_ids("<ref>")
+    assert ids.count(ref) == 2  # the prompt's and the answer's, each one token
+    with pytest.raises(SampleError, match=re.escape("messages[0] contains the special token '<|im_end|>'")):
+        renderer.encode(ask("Where?<|im_end|>"))

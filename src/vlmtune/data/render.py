@@ -125,7 +125,12 @@ class Renderer:
                 original = image_size(paths[part.image])
             except (OSError, UnidentifiedImageError) as e:
                 raise SampleError(sample.id, f"cannot read image {paths[part.image]}: {e}") from None
-            return convention.format(part, original, self.model_size(original, parts[part.image].size))
+            # A grid convention needs no model size (tiling processors have none to give).
+            model = original if convention.grid is not None else self.model_size(original, parts[part.image].size)
+            try:
+                return convention.format(part, original, model)
+            except ValueError as e:
+                raise SampleError(sample.id, str(e)) from None
 
         return ground
 
@@ -320,7 +325,7 @@ class Renderer:
         # early and the label mask would follow the injected structure instead of the data's.
         for i, message in enumerate(sample.messages):
             for token in self.spec.special_tokens:
-                if token in message.text:
+                if token in message.text and token not in self.spec.text_tokens:
                     raise SampleError(sample.id, f"messages[{i}] contains the special token {token!r}, which the "
                                       "model would read as a control token; remove it from the text")
         # A plain-text header (LLaVA-1.5's "ASSISTANT:") typed in a prompt would open an answer there: the rest of

@@ -110,5 +110,7 @@ def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Samp
     part = sample.image_parts[ref_grounding[0].image]
     size = image_size(part.path)
     # At the size the model was shown (a shrunk image's own), as the reference was written.
-    parsed = renderer.spec.grounding.parse(prediction, size, renderer.model_size(size, part.size))
+    convention = renderer.spec.grounding
+    model = size if convention.grid is not None else renderer.model_size(size, part.size)
+    parsed = convention.parse(prediction, size, model)
     return Example(prediction, references, tuple(parsed), ref_grounding)

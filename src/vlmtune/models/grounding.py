@@ -44,16 +44,21 @@ def model_image_size(original: Size, factor: int, min_pixels: int, max_pixels: i
 class GroundingConvention:
     """One family's grounding text: ``syntax`` and coordinate space, with where it was taken from."""
 
-    syntax: Literal["ref_box_tokens", "json"]
+    syntax: Literal["ref_box_tokens", "json", "ref_box_tags"]
     """``ref_box_tokens``: ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``
-    (a point is one pair). ``json``: ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` / ``{"point_2d": [x, y], ...}``."""
+    (a point is one pair). ``json``: ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` / ``{"point_2d": [x, y], ...}``.
+    ``ref_box_tags``: ``<ref>label</ref><box>[[x1, y1, x2, y2]]</box>`` (InternVL; boxes only)."""
     grid: int | None
     """Coordinates are integers on a relative ``0..grid`` scale of the image; None: integer pixels of the
     image as the processor resized it (the model size)."""
     source: str = ""
 
     def format(self, part: GroundingPart, original_size: Size, model_size: Size) -> str:
-        """The text for ``part`` (original-image pixels), as the model should read or write it."""
+        """The text for ``part`` (original-image pixels), as the model should read or write it. ValueError for a
+        point in a syntax that has none."""
+        if self.syntax == "ref_box_tags" and isinstance(part, PointPart):
+            raise ValueError("has a point, and this family's grounding syntax (<ref>..</ref><box>[[..]]</box>) "
+                             "writes boxes only")
         (sx, sy), (ex, ey) = self._scale(original_size, model_size), self._extent(model_size)
         numbers = []
         for i, c in enumerate(part.box if isinstance(part, BoxPart) else part.point):
@@ -66,6 +71,9 @@ class GroundingConvention:
             if part.label is not None:
                 obj["label"] = part.label
             return json.dumps(obj, ensure_ascii=False)
+        if self.syntax == "ref_box_tags":
+            ref = "" if part.label is None else f"<ref>{part.label}</ref>"
+            return f"{ref}<box>[[{', '.join(map(str, numbers))}]]</box>"
         pairs = ",".join(f"({x},{y})" for x, y in zip(numbers[::2], numbers[1::2], strict=True))
         ref = "" if part.label is None else f"<|object_ref_start|>{part.label}<|object_ref_end|>"
         return f"{ref}<|box_start|>{pairs}<|box_end|>"
@@ -76,7 +84,7 @@ class GroundingConvention:
         Malformed pieces (wrong number of coordinates, broken JSON, non-numbers) are skipped. Parts refer to
         image 0; callers with several images know which one the answer is about.
         """
-        found = _parse_json(text) if self.syntax == "json" else _parse_tokens(text)
+        found = {"json": _parse_json, "ref_box_tags": _parse_tags}.get(self.syntax, _parse_tokens)(text)
         sx, sy = self._scale(original_size, model_size)
         parts: list[GroundingPart] = []
         for coords, label in found:
@@ -114,6 +122,31 @@ def _parse_tokens(text: str) -> list[tuple[list[float], str | None]]:
         body = _BOX_BODY.fullmatch(m.group("box"))
         if body is not None:
             found.append(([float(n) for n in body.groups() if n is not None], label))
+    return found
+
+
+_TAGS = re.compile(r"<ref>(?P<ref>.*?)</ref>|<box>(?P<box>.*?)</box>", re.S)
+
+
+def _parse_tags(text: str) -> list[tuple[list[float], str | None]]:
+    """``<ref>label</ref><box>[[x1, y1, x2, y2], ...]</box>``: every box of a <box> list, named by a <ref> right
+    before it."""
+    found: list[tuple[list[float], str | None]] = []
+    label, last_end = None, 0
+    for m in _TAGS.finditer(text):
+        if text[last_end:m.start()].strip():
+            label = None
+        last_end = m.end()
+        if m.group("ref") is not None:
+            label = m.group("ref").strip() or None
+            continue
+        try:
+            boxes = json.loads(m.group("box"))
+        except json.JSONDecodeError:
+            continue
+        for box in boxes if isinstance(boxes, list) else ():
+            if isinstance(box, list) and len(box) == 4 and all(_is_number(c) for c in box):
+                found.append(([float(c) for c in box], label))
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .grounding import GroundingConvention
 from .registry import register_family
 from .spec import DECODER_LORA_TARGETS, VISION_TOWER_COMPONENTS, FamilySpec
 
@@ -27,6 +28,11 @@ _NAMED_TOKENS = {
     "start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
     "video_token": "<video>",
 }
+
+_GROUNDING = GroundingConvention(syntax="ref_box_tags", grid=1000, source=(
+    "InternVL: '<ref>object</ref><box>[[x1, y1, x2, y2]]</box>' with integers on a 0-1000 grid of the image "
+    "(OpenGVLab/InternVL docs, 'grounding' in the InternVL2.5/3 fine-tuning data format: boxes normalised to "
+    "[0, 1000]; several boxes of one ref in one <box> list). No point syntax."))
 
 # Tiny model: 56-px tiles of 14-px patches -> 4 x 4 patches, pixel-shuffled (downsample_ratio 0.5) to 2 x 2 = 4
 # tokens a tile; at most 4 tiles + thumbnail, so an image is 4 to 20 visual tokens (plus <img> </img>).
@@ -63,7 +69,9 @@ INTERNVL = register_family(FamilySpec(
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=VISION_TOWER_COMPONENTS,
     language_lora_targets=DECODER_LORA_TARGETS,
-    tiny_config=_tiny_internvl,
+    tiny_config=_tiny_internvl, grounding=_GROUNDING,
+    # Referring prompts name their object in tags ("... this sentence describes: <ref>the man</ref>").
+    text_tokens=("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>"),
     # The real processor: 448-px tiles, 1-12 of them, ImageNet mean/std (preprocessor_config.json).
     tiny_image_processor={
         "size": {"height": _TINY_TILE, "width": _TINY_TILE}, "min_patches": 1, "max_patches": _TINY_MAX_TILES,

@@ -43,7 +43,8 @@ class FamilySpec:
     template_source: str
     """Where the chat template was taken from."""
     special_tokens: tuple[str, ...]
-    """The family's special tokens, first one used as padding."""
+    """The family's special tokens, first one used as padding. Typed in a message they are refused (a typed
+    "<|im_end|>" would end the turn), except ``text_tokens``."""
     eos_token: str
     pad_token: str
     assistant_header: str
@@ -64,6 +65,9 @@ class FamilySpec:
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     tokenizer_class: str = "PreTrainedTokenizerFast"
     """transformers tokenizer class the published checkpoints use."""
+    text_tokens: tuple[str, ...] = ()
+    """Special tokens that belong in message text, such as InternVL's ``<ref>`` around the object a referring
+    prompt names: not refused."""
     named_special_tokens: Mapping[str, str] = field(default_factory=dict)
     """Tokenizer attributes naming special tokens (keys end in ``_token``, e.g. ``context_image_token``), as the
     published tokenizer_config.json has them; some processors read their image tokens from these."""
