@@ -107,19 +107,24 @@ _TOKENS = re.compile(
     r"<\|object_ref_start\|>(?P<ref>.*?)<\|object_ref_end\|>|<\|box_start\|>(?P<box>.*?)<\|box_end\|>", re.S)
 
 
-def _parse_tokens(text: str) -> list[tuple[list[float], str | None]]:
-    found: list[tuple[list[float], str | None]] = []
+def _labelled_boxes(pattern: re.Pattern, text: str) -> Iterator[tuple[str, str | None]]:
+    """``(box body, label)`` for each box group of ``pattern`` (groups ``ref`` and ``box``) in ``text``. A ref
+    names the boxes that follow it directly ("<ref>sheep</ref><box>..</box><box>..</box>"); text between ends it."""
     label, last_end = None, 0
-    for m in _TOKENS.finditer(text):
-        # A ref names the boxes that follow it directly ("<ref>sheep</ref><box>..</box><box>..</box>"); any
-        # text in between ends it.
+    for m in pattern.finditer(text):
         if text[last_end:m.start()].strip():
             label = None
         last_end = m.end()
         if m.group("ref") is not None:
             label = m.group("ref").strip() or None
-            continue
-        body = _BOX_BODY.fullmatch(m.group("box"))
+        else:
+            yield m.group("box"), label
+
+
+def _parse_tokens(text: str) -> list[tuple[list[float], str | None]]:
+    found: list[tuple[list[float], str | None]] = []
+    for box, label in _labelled_boxes(_TOKENS, text):
+        body = _BOX_BODY.fullmatch(box)
         if body is not None:
             found.append(([float(n) for n in body.groups() if n is not None], label))
     return found
@@ -129,24 +134,16 @@ _TAGS = re.compile(r"<ref>(?P<ref>.*?)</ref>|<box>(?P<box>.*?)</box>", re.S)
 
 
 def _parse_tags(text: str) -> list[tuple[list[float], str | None]]:
-    """``<ref>label</ref><box>[[x1, y1, x2, y2], ...]</box>``: every box of a <box> list, named by a <ref> right
-    before it."""
+    """``<ref>label</ref><box>[[x1, y1, x2, y2], ...]</box>``: every box of a <box> list."""
     found: list[tuple[list[float], str | None]] = []
-    label, last_end = None, 0
-    for m in _TAGS.finditer(text):
-        if text[last_end:m.start()].strip():
-            label = None
-        last_end = m.end()
-        if m.group("ref") is not None:
-            label = m.group("ref").strip() or None
-            continue
+    for box, label in _labelled_boxes(_TAGS, text):
         try:
-            boxes = json.loads(m.group("box"))
+            boxes = json.loads(box)
         except json.JSONDecodeError:
             continue
-        for box in boxes if isinstance(boxes, list) else ():
-            if isinstance(box, list) and len(box) == 4 and all(_is_number(c) for c in box):
-                found.append(([float(c) for c in box], label))
+        for coords in boxes if isinstance(boxes, list) else ():
+            if isinstance(coords, list) and len(coords) == 4 and all(_is_number(c) for c in coords):
+                found.append(([float(c) for c in coords], label))
     return found
 
 
