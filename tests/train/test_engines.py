@@ -19,6 +19,7 @@ machine compiles its shared-memory collective op (needs g++ and ninja, about 40 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,11 +112,11 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def write_config(data, tiny_dir):
-    def write(run_dir: Path, method: str, batch: int, at_end: bool = False) -> str:
+    def write(run_dir: Path, method: str, batch: int, at_end: bool = False, save_steps: int | None = None) -> str:
         config = {"model": {"path": str(tiny_dir(FAMILY))}, "data": {"train": str(data[0]), "val": str(data[1])},
                   "train": {"output_dir": str(run_dir), "method": method, "max_steps": STEPS, "batch_size": batch,
                             "lr": 1e-3, "logging_steps": 1, "seed": 3, "progress": False, "report_to": "none",
-                            "trace_samples": True},
+                            "trace_samples": True, "save_steps": save_steps},
                   "eval": {"at_end": at_end}}
         if method == "lora":
             config["lora"] = {"r": 4, "dropout": 0.0}
@@ -153,14 +154,15 @@ def accelerate_config(engine: str, out: Path) -> Path:
     return path
 
 
-def launch(engine: str, config: str, root: Path) -> tuple[int, str, dict[int, dict]]:
-    """``accelerate launch`` of ``vlmtune train CONFIG`` on 2 CPU processes: (exit code, stderr, rank -> probe)."""
+def launch(engine: str, config: str, root: Path, *extra: str) -> tuple[int, str, dict[int, dict]]:
+    """``accelerate launch`` of ``vlmtune train CONFIG [EXTRA]`` on 2 CPU processes: (exit code, stderr, rank ->
+    probe)."""
     probe = root / f"probe_{Path(config).stem}"
     probe.mkdir()
     (root / "sitecustomize.py").write_text(SITECUSTOMIZE)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(accelerate_config(engine, root)), "--main_process_port", "0",  # a free port: no collisions
-               "-m", "vlmtune.cli.main", "train", config]
+               "-m", "vlmtune.cli.main", "train", config, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "ENGINE_PROBE": str(probe),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -292,3 +294,25 @@ def test_an_engine_config_the_trainer_does_not_use_is_reported(monkeypatch, capl
         assert not caplog.text
         warn_if_engine_unused(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False))
     assert "accelerate FSDP config, but FSDP is not in use here" in caplog.text and "DeepSpeed" not in caplog.text
+
+
+@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed_zero3"])
+def test_a_run_resumed_from_a_sharded_checkpoint_continues_exactly(engine, tmp_path, write_config):
+    """The checkpoint of a sharded run (optimizer, scheduler, RNG and data position) restores under the same
+    engine, and steps 3 and 4 after resuming at step 2 are those of the run that never stopped."""
+    if engine.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    code, err, _ = launch(engine, write_config(whole, "lora", BATCH, save_steps=2), tmp_path)
+    assert code == 0, err[-3000:]
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(whole / "checkpoints" / "checkpoint-2", resumed / "checkpoints" / "checkpoint-2")
+    code, err, _ = launch(engine, write_config(resumed, "lora", BATCH, save_steps=2), tmp_path, "--resume", "auto")
+    assert code == 0, err[-3000:]
+    got, want = _logs(resumed), _logs(whole)
+    assert sorted(got) == [3, 4]
+    for step in got:
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-6), step
+        assert got[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=1e-6), step
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (resumed, whole))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-7) for k in a)
