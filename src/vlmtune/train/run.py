@@ -144,11 +144,12 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     val_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
     weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     trainer.save_model(str(weights_dir))
-    # Generation is collective too: under FSDP and ZeRO-3 each forward gathers the weight shards of all
-    # processes, so every process generates the held-out answers (transformers' synced_gpus keeps them in
-    # step) and the main process alone writes them.
+    # Under FSDP and ZeRO-3 each forward gathers the weight shards of all processes, so every process generates
+    # the held-out answers (transformers' synced_gpus keeps them in step); the main process alone writes them.
+    # Otherwise the main process alone generates: a full fine-tune's base copy is then loaded once, not per GPU.
+    sharded = trainer.is_fsdp_enabled or _zero3()
     scores = evaluate_run(cfg, model, renderer, val_samples, run_dir, write=args.should_save) \
-        if val_ds is not None and cfg.eval.at_end else {}
+        if val_ds is not None and cfg.eval.at_end and (sharded or args.should_save) else {}
     if not args.should_save:
         return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics={})
     if cfg.train.method == "full":
@@ -197,13 +198,19 @@ def image_in_every_batch(setting: str | bool, world_size: int, samples: list[Sam
     return bool(setting)
 
 
+def _zero3() -> bool:
+    from transformers.integrations import deepspeed
+
+    return deepspeed.is_deepspeed_zero3_enabled()
+
+
 @contextlib.contextmanager
 def _zero3_init_off():
     """Models loaded in the block are whole, even in a ZeRO-3 run: transformers would otherwise partition them
     at load (``zero.Init``), and outside a DeepSpeed engine nothing gathers the pieces back for a forward."""
     from transformers.integrations import deepspeed
 
-    if not deepspeed.is_deepspeed_zero3_enabled():
+    if not _zero3():
         yield
         return
     ref = deepspeed._hf_deepspeed_config_weak_ref
