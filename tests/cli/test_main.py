@@ -44,16 +44,21 @@ def test_dry_run_prints_the_parameter_table_and_trains_nothing(tmp_path, tiny_di
 def test_eval_and_predict_show_images_as_the_run_trained_unless_told_otherwise(tmp_path, capsys):
     from argparse import Namespace
 
-    from vlmtune.cli.commands import image_settings
+    from vlmtune.cli.settings import resolve
     from vlmtune.config import dump_config, load_config
 
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     dump_config(load_config(None, ["model.path=m", "data.train=t.jsonl", "data.max_pixels=50176",
                                    "data.image_size=[280,140]"]), run / "config.yaml")
-    unset = Namespace(min_pixels=None, max_pixels=None, image_size=None)
-    assert image_settings(unset, str(run / "adapter")) == (None, 50176, (280, 140))
-    assert "images as in training" in capsys.readouterr().err
-    given = Namespace(min_pixels=None, max_pixels=None, image_size=[64, 64])
-    assert image_settings(given, str(run / "adapter")) == (None, None, (64, 64))  # the command's options win
-    assert image_settings(unset, str(tmp_path / "elsewhere" / "adapter")) == (None, None, None)
+
+    def pixels(adapter, **given):
+        args = Namespace(adapter=str(adapter), model=None, config=None, overrides=[],
+                         **{"min_pixels": None, "max_pixels": None, "image_size": None, **given})
+        d = resolve(args, ("model", "min_pixels", "max_pixels", "image_size")).cfg.data
+        return d.min_pixels, d.max_pixels, d.image_size
+
+    assert pixels(run / "adapter") == (None, 50176, (280, 140))
+    assert "following the run config" in capsys.readouterr().err
+    assert pixels(run / "adapter", image_size=[64, 64]) == (None, 50176, (64, 64))  # the command's option wins
+    assert pixels(tmp_path / "elsewhere" / "adapter") == (None, None, None)

@@ -16,11 +16,16 @@ USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError, Fi
 
 def train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..config.rules import check_config
+
+    # The config first: a typo is reported before torch is imported.
+    cfg = load_config(args.config, args.overrides)
+    if not args.dry_run:
+        check_config(cfg)
     from ..train import build_model
     from ..train import train as run_training
     from ..train.lora import format_table, parameter_table
 
-    cfg = load_config(args.config, args.overrides)
     if args.dry_run:
         import torch
 
@@ -66,82 +71,84 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def predict(args: argparse.Namespace) -> int:
-    from ..data import ImagePart, Message, Renderer, Sample, TextPart
-    from ..evaluate import generate
-    from ..models import family_of, load_model, load_processor
+PREDICT_OPTIONS = ("model", "system", "min_pixels", "max_pixels", "image_size", "max_new_tokens")
+EVAL_OPTIONS = ("model", "format", "task", "metric", "compare_base", "max_new_tokens", "batch_size", "max_samples",
+                "min_pixels", "max_pixels", "image_size")
+READ_OPTIONS = ("format", "column", "prompt", "system", "media_root", "allow_outside_root")
+CHECK_OPTIONS = (*READ_OPTIONS, "model", "max_length", "on_too_long", "min_pixels", "max_pixels", "image_size")
 
+
+def predict(args: argparse.Namespace) -> int:
+    from .settings import resolve
+
+    settings = resolve(args, PREDICT_OPTIONS)
+    model_path, d = settings.require_model(), settings.cfg.data
+    question = args.prompt or d.prompt
+    if not question:
+        raise ConfigError("--prompt is required (the run config has no data.prompt)")
     for image in args.image:
         if not Path(image).is_file():
             raise FileNotFoundError(f"image not found: {image}")
-    spec = family_of(args.model)
-    model = load_model(args.model)
-    if args.adapter:
-        from peft import PeftModel
+    from ..data import ImagePart, Message, Renderer, Sample, TextPart
+    from ..evaluate import generate
+    from ..models import family_of, load_processor
 
-        model = PeftModel.from_pretrained(model, args.adapter)
-    parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(args.prompt)]
-    prompt = Sample(messages=(Message("user", tuple(parts)),), id="<prompt>")
-    min_pixels, max_pixels, image_size = image_settings(args, args.adapter or args.model)
-    renderer = Renderer(load_processor(args.model, spec, min_pixels, max_pixels), spec, image_size=image_size)
-    print(generate(model, renderer, [prompt], args.max_new_tokens, progress=False)[0])
+    spec = family_of(model_path)
+    model = load_for_inference(model_path, settings.cfg.model.dtype, args.adapter)
+    parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(question)]
+    # The system prompt as the data readers add it: first, to a conversation that has none.
+    system = (Message("system", (TextPart(d.system),)),) if d.system else ()
+    prompt = Sample(messages=(*system, Message("user", tuple(parts))), id="<prompt>")
+    renderer = Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec, d.max_length,
+                        d.image_size)
+    print(generate(model, renderer, [prompt], settings.cfg.eval.max_new_tokens, progress=False)[0])
     return 0
 
 
-def image_settings(args: argparse.Namespace, weights: str) -> tuple[int | None, int | None, tuple | None]:
-    """``(min_pixels, max_pixels, image_size)`` to show images at: the command's options, or else, for weights in a
-    run directory of ``vlmtune train`` (RUN/adapter, RUN/model), the run's data settings, so a model is scored
-    and used at the resolution it was trained at."""
-    given = (args.min_pixels, args.max_pixels, tuple(args.image_size) if args.image_size else None)
-    run_config = Path(weights).parent / "config.yaml"
-    if any(v is not None for v in given) or not run_config.is_file():
-        return given
-    import yaml
+def load_for_inference(model_path: str, dtype: str, adapter: str | None = None):
+    """The model (with ``adapter``) as a run holds it: ``model.dtype`` resolved as training resolves it, on the
+    GPU where there is one."""
+    from ..models import load_model, resolve_dtype
+    from ..models.load import inference_device_map
 
-    data = (yaml.safe_load(run_config.read_text()) or {}).get("data") or {}
-    found = (data.get("min_pixels"), data.get("max_pixels"), tuple(data["image_size"]) if data.get("image_size")
-             else None)
-    if any(v is not None for v in found):
-        shown = ", ".join(f"{k}={v}" for k, v in zip(("min_pixels", "max_pixels", "image_size"), found,
-                                                     strict=True) if v is not None)
-        print(f"images as in training ({run_config}): {shown}", file=sys.stderr)
-    return found
+    model = load_model(model_path, resolve_dtype(dtype), device_map=inference_device_map())
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from .settings import resolve
+
+    settings = resolve(args, EVAL_OPTIONS)
+    cfg, model_path = settings.cfg, settings.require_model()
+    d, e = cfg.data, cfg.eval
+    data = args.data or (d.val if settings.source else None)
+    if not data:
+        raise ConfigError("--data is required (no run config with a data.val)")
     from ..data import Renderer
     from ..data.check import check_dataset
-    from ..data.formats import ReadOptions
     from ..evaluate import compare
-    from ..evaluate.metrics import TASK_METRICS, get_metric
-    from ..models import family_of, load_model, load_processor
+    from ..models import family_of, load_processor
 
-    if args.task not in TASK_METRICS:
-        raise ConfigError(f"--task {args.task!r}: expected one of {', '.join(TASK_METRICS)}")
-    metrics = args.metric or list(TASK_METRICS[args.task])
-    try:
-        [get_metric(name) for name in metrics]
-    except ValueError as e:
-        raise ConfigError(f"--metric: {e}") from None
-    spec = family_of(args.model)
-    min_pixels, max_pixels, image_size = image_settings(args, args.adapter or args.model)
-    renderer = Renderer(load_processor(args.model, spec, min_pixels, max_pixels), spec, image_size=image_size)
-    report = check_dataset(args.data, args.format, ReadOptions(), renderer)
+    spec = family_of(model_path)
+    renderer = Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec, d.max_length,
+                        d.image_size)
+    report = check_dataset(data, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
     for problem in report.problems:
         print(f"skipped {problem}")
-    samples = report.samples[:args.max_samples] if args.max_samples else report.samples
+    samples = report.samples[:e.max_samples] if e.max_samples else report.samples
     if not samples:
-        raise DataError(f"{args.data}: no usable sample to evaluate")
-    model = load_model(args.model)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-    base = load_model(args.base_model) if args.base_model else None
-    result = compare(model, renderer, samples, metrics, base, args.compare_base or base is not None,
-                     args.max_new_tokens, args.batch_size, not args.no_progress)
-    out = result.write(args.output_dir, Path(args.loss_log) if args.loss_log else None, task=args.task,
-                       model=args.model, adapter=args.adapter)
+        raise DataError(f"{data}: no usable sample to evaluate")
+    model = load_for_inference(model_path, cfg.model.dtype, args.adapter)
+    base_path = args.base_model or (settings.full_run_base() if e.compare_base else None)
+    base = load_for_inference(base_path, cfg.model.dtype) if base_path else None
+    result = compare(model, renderer, samples, e.metric_names(), base, e.compare_base or base is not None,
+                     e.max_new_tokens, e.batch_size, not args.no_progress)
+    out = result.write(args.output_dir, Path(args.loss_log) if args.loss_log else None, task=e.task,
+                       model=model_path, adapter=args.adapter)
     print(result.summary())
     print(f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'report.html'}")
     return 0
@@ -150,25 +157,44 @@ def evaluate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import logging
 
-    from ..export import export_adapter, export_merged, require_adapter
-    from ..models import family_of
+    from ..export import require_adapter
+    from .settings import resolve
 
     adapter = require_adapter(args.adapter)  # before any model is read
+    # The run config matters for the base when --model is not given, and for the merged processor's pixels.
+    settings = resolve(args, ("model",), say=args.merge or not args.model)
+    model_path, d = settings.require_model(), settings.cfg.data
+    from ..export import export_adapter, export_merged
+    from ..models import family_of
+
     log = logging.getLogger("vlmtune")
     if args.dtype and not args.merge:
         log.warning("export: --dtype applies to --merge only; ignored")
     if args.base_model_name and args.merge:
         log.warning("export: --base-model-name applies to the adapter export only; ignored with --merge")
     if args.merge:
-        out = export_merged(args.model, adapter, args.output, args.dtype)
+        # The merged folder's processor shows images as the run trained on them.
+        out = export_merged(model_path, adapter, args.output, args.dtype, min_pixels=d.min_pixels,
+                            max_pixels=d.max_pixels)
         print(f"merged model written to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
         return 0
     # A run directory written by `vlmtune train` holds the adapter next to config.yaml and metrics.json.
     run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
-    model = Path(args.model)
-    base = args.base_model_name or (str(model.resolve()) if model.is_dir() else args.model)
-    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(args.model))
+    model = Path(model_path)
+    base = args.base_model_name or (str(model.resolve()) if model.is_dir() else model_path)
+    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(model_path))
     print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, README.md)")
+    return 0
+
+
+def config_validate(args: argparse.Namespace) -> int:
+    from ..config.validate import summary, validate_config
+
+    cfg, problems = validate_config(args.config, args.overrides)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+        return 1
+    print(f"{args.config}: ok\n  {summary(cfg)}")
     return 0
 
 
@@ -188,50 +214,43 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if scores["tuned_accuracy"] > scores["base_accuracy"] else 1
 
 
-def _read_options(args: argparse.Namespace):
-    from ..data.formats import ReadOptions
-
-    columns = {}
-    for item in args.column:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise DataError(f"--column {item!r}: expected FIELD=COLUMN, e.g. --column image=image_path")
-        columns[key] = value
-    return ReadOptions(columns=columns, prompt=args.prompt, system=args.system,
-                       media_root=Path(args.media_root) if args.media_root else None,
-                       allow_outside_root=args.allow_outside_root)
-
-
 def data_check(args: argparse.Namespace) -> int:
     import json
 
     from ..data.check import check_dataset
+    from .settings import resolve
 
+    settings = resolve(args, CHECK_OPTIONS)
+    d = settings.cfg.data
     renderer = None
-    if args.model:
+    if settings.model:
         from ..data import Renderer
         from ..models import family_of, load_processor
 
-        spec = family_of(args.model)
-        processor = load_processor(args.model, spec, args.min_pixels, args.max_pixels)
-        renderer = Renderer(processor, spec, args.max_length, args.image_size)
-    report = check_dataset(args.path, args.format, _read_options(args), renderer, shrink=args.on_too_long == "shrink")
+        spec = family_of(settings.model)
+        processor = load_processor(settings.model, spec, d.min_pixels, d.max_pixels)
+        renderer = Renderer(processor, spec, d.max_length, d.image_size)
+    report = check_dataset(args.path, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
 
 
 def data_convert(args: argparse.Namespace) -> int:
     from ..data.convert import convert
+    from .settings import resolve
 
-    print(convert(args.path, args.output, args.format, _read_options(args)))
+    d = resolve(args, READ_OPTIONS).cfg.data
+    print(convert(args.path, args.output, d.format, d.read_options()))
     return 0
 
 
 def data_split(args: argparse.Namespace) -> int:
     from ..data.convert import split
+    from .settings import resolve
 
+    d = resolve(args, READ_OPTIONS).cfg.data
     out = Path(args.output_dir) if args.output_dir else Path(args.path).parent
-    print(split(args.path, out, args.val, args.seed, args.format, _read_options(args)))
+    print(split(args.path, out, args.val, args.seed, d.format, d.read_options()))
     return 0
 
 

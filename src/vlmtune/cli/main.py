@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ..evaluate.metrics import TASK_METRICS
 from . import commands
 
 
@@ -23,29 +24,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.train)
 
     p = sub.add_parser("predict", help="generate an answer for an image and a prompt")
-    p.add_argument("--model", required=True, help="base model: hub id or folder")
+    p.add_argument("--model", help="base model: hub id or folder (default: the run config's model.path)")
     p.add_argument("--adapter", help="LoRA adapter folder written by `vlmtune train`")
+    _run_config_options(p)
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--prompt", help="the question (default: the run config's data.prompt)")
+    p.add_argument("--system", help="system prompt (default: the run config's data.system)")
+    p.add_argument("--max-new-tokens", type=int, help="default: eval.max_new_tokens")
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
     _image_size_option(p)
     p.set_defaults(run=commands.predict)
 
     p = sub.add_parser("eval", help="score base and fine-tuned on held-out data; write metrics, predictions, report")
-    p.add_argument("--model", required=True, help="base model (or a fully fine-tuned one): hub id or folder")
+    p.add_argument("--model", help="base model (or a fully fine-tuned one): hub id or folder (default: the run "
+                   "config's model.path)")
     p.add_argument("--adapter", help="LoRA adapter folder; the base is the same model with it switched off")
+    _run_config_options(p)
     p.add_argument("--base-model", help="separate base checkpoint to compare a fully fine-tuned --model against")
-    p.add_argument("--data", required=True, help="held-out data file (any readable format)")
-    p.add_argument("--format", default="auto")
-    p.add_argument("--task", default="vqa", help="picks default metrics: vqa, chart_qa, doc_vqa, extraction, "
-                   "grounding, caption")
-    p.add_argument("--metric", action="append", default=[], help="metric name (repeat); default: the task's")
-    p.add_argument("--compare-base", action="store_true", help="also score the model before fine-tuning")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-samples", type=int)
+    p.add_argument("--data", help="held-out data file (any readable format; default: the run config's data.val)")
+    p.add_argument("--format", help="default: data.format")
+    p.add_argument("--task", help=f"picks default metrics (eval.task): {', '.join(TASK_METRICS)}")
+    p.add_argument("--metric", action="append", help="metric name (repeat); default: eval.metrics or the task's")
+    p.add_argument("--compare-base", action=argparse.BooleanOptionalAction,
+                   help="also score the model before fine-tuning (default: eval.compare_base)")
+    p.add_argument("--max-new-tokens", type=int, help="default: eval.max_new_tokens")
+    p.add_argument("--batch-size", type=int, help="default: eval.batch_size")
+    p.add_argument("--max-samples", type=int, help="default: eval.max_samples")
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
     _image_size_option(p)
@@ -55,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.evaluate)
 
     p = sub.add_parser("export", help="export a LoRA adapter for serving: clean adapter + model card, or merged")
-    p.add_argument("--model", required=True, help="base model the adapter was trained on: hub id or folder")
+    p.add_argument("--model", help="base model the adapter was trained on: hub id or folder (default: the run "
+                   "config's model.path)")
     p.add_argument("--adapter", required=True, help="adapter folder written by `vlmtune train` (RUN/adapter)")
+    _run_config_options(p)
     p.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the base: a full checkpoint")
     p.add_argument("--base-model-name", help="base named in the exported adapter, e.g. the hub id (default: --model)")
@@ -91,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(sub)
 
+    config = sub.add_parser("config", help="check a config").add_subparsers(
+        dest="config_command", required=True, metavar="ACTION")
+    p = config.add_parser("validate", help="list every problem of a config at once; exit 1 if any")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-4")
+    p.set_defaults(run=commands.config_validate)
+
     p = sub.add_parser("make-tiny-model", help="write a tiny random-init model of a family (no download)")
     p.add_argument("--family", required=True, help="transformers model_type, e.g. qwen2_5_vl")
     p.add_argument("out_dir")
@@ -102,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=commands.demo)
     return parser
+
+
+def _run_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run config to follow (default: RUN/config.yaml of the run whose --adapter or "
+                   "--model is given); the command's options win")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the run config, e.g. "
+                   "data.system='Answer in one word.'")
 
 
 def _image_size_option(p: argparse.ArgumentParser) -> None:
@@ -126,22 +147,25 @@ def _add_data_commands(sub) -> None:
 
     def source(p: argparse.ArgumentParser) -> None:
         p.add_argument("path", help="data file (or folder, or dataset_info.json#NAME)")
-        p.add_argument("--format", default="auto", help="reader name (default: detected)")
-        p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+        _run_config_options(p)
+        p.add_argument("--format", help="reader name (default: data.format, auto: detected)")
+        p.add_argument("--column", action="append", metavar="FIELD=COLUMN",
                        help="table/HF column for a field: image, prompt, answer, system")
         p.add_argument("--prompt", help="fixed user prompt for rows without a prompt column")
         p.add_argument("--system", help="system prompt for samples that have none")
         p.add_argument("--media-root", help="folder image paths are relative to (default: the data file's)")
-        p.add_argument("--allow-outside-root", action="store_true",
+        p.add_argument("--allow-outside-root", action="store_true", default=None,
                        help="accept image paths outside the media root (absolute or ..)")
 
     p = data.add_parser("check", help="report every problem in a dataset, with its line; exit 1 if any")
     source(p)
-    p.add_argument("--model", help="checkpoint folder: also count tokens and flag samples over --max-length")
-    p.add_argument("--max-length", type=int, default=4096, help="token budget per sample (default 4096)")
-    p.add_argument("--on-too-long", choices=["drop", "shrink"], default="drop",
+    p.add_argument("--model", help="checkpoint folder: also count tokens and flag samples over --max-length "
+                   "(default: the --config's model.path)")
+    p.add_argument("--max-length", type=int, help="token budget per sample (default: data.max_length)")
+    p.add_argument("--on-too-long", choices=["drop", "shrink"],
                    help="shrink: count samples over --max-length as usable where downscaling their images makes "
-                   "them fit, as data.on_too_long=shrink trains them (default: drop, each is a problem)")
+                   "them fit, as data.on_too_long=shrink trains them (default: data.on_too_long; drop and fail: "
+                   "each is a problem)")
     p.add_argument("--min-pixels", type=int)
     p.add_argument("--max-pixels", type=int)
     _image_size_option(p)
@@ -174,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except commands.USER_ERRORS as e:
-        name = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        name = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
+                                  getattr(args, "config_command", None))))
         print(f"vlmtune {name}: error: {e}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,15 @@ class ConfigError(ValueError):
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
     """Read ``path`` (YAML), apply dotted overrides such as ``train.lr=1e-4`` and validate."""
-    source = str(path) if path else "<overrides>"
+    raw = read_raw(path, overrides, base)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, str(path) if path else "<overrides>")) from None
+
+
+def read_raw(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> dict[str, Any]:
+    """The YAML mapping of ``path`` (over ``base``) with the dotted overrides applied, not yet validated."""
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
         try:
@@ -35,10 +43,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         _set_dotted(raw, key.strip(), yaml.safe_load(value))
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+    return raw
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -53,15 +58,21 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"{source}: {error.error_count()} problem(s) in the config"]
+    return "\n".join(lines + [f"  {line}" for line in describe_errors(error)])
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem of a failed validation, each naming its dotted key."""
+    lines = []
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key{_did_you_mean(err['loc'])}")
+            lines.append(f"{key}: unknown key{_did_you_mean(err['loc'])}")
         elif err["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
+            lines.append(f"{key}: required key is missing")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return lines
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from ..evaluate.metrics import TASK_METRICS
 
 
 class _Section(BaseModel):
@@ -208,7 +210,8 @@ class TrainConfig(_Section):
         return self
 
 
-TASKS = ("vqa", "chart_qa", "doc_vqa", "extraction", "grounding", "caption")
+TASKS = tuple(TASK_METRICS)
+"""eval.task values: the tasks the metric registry gives default metrics for."""
 
 
 class EvalConfig(_Section):
@@ -227,18 +230,17 @@ class EvalConfig(_Section):
     at_end: bool = True
     """Generate on data.val after training; write metrics.json, predictions.jsonl and report.html to RUN/eval."""
 
-    @model_validator(mode="after")
-    def _known_metrics(self) -> EvalConfig:
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str] | None) -> list[str] | None:
         from ..evaluate.metrics import metric_names
 
-        unknown = [m for m in self.metrics or () if m not in metric_names()]
+        unknown = [m for m in metrics or () if m not in metric_names()]
         if unknown:
             raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(metric_names())}")
-        return self
+        return metrics
 
     def metric_names(self) -> list[str]:
-        from ..evaluate.metrics import TASK_METRICS
-
         return list(self.metrics or TASK_METRICS[self.task])
 
 

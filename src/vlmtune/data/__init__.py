@@ -1,10 +1,28 @@
 """Data: formats in, one canonical sample out, rendered and masked for a model family."""
 
-from .collate import Collator, EncodedDataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import DataError, RecordError, SampleError
 from .formats import get_reader, read_samples, reader_names, register_reader
-from .render import IGNORE_INDEX, Renderer, assistant_labels
 from .sample import ImagePart, Message, Sample, TextPart
+
+if TYPE_CHECKING:
+    from .collate import Collator, EncodedDataset
+    from .render import IGNORE_INDEX, Renderer, assistant_labels
+
+# Names backed by torch load on first use, so reading a config or checking a data file does not import torch.
+_LAZY = {"Collator": ".collate", "EncodedDataset": ".collate", "IGNORE_INDEX": ".render", "Renderer": ".render",
+         "assistant_labels": ".render"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "IGNORE_INDEX", "Collator", "DataError", "EncodedDataset", "ImagePart", "Message", "RecordError", "Renderer",

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
-from ..data.collate import Collator
-from ..data.render import Renderer
-from ..data.sample import Sample
+if TYPE_CHECKING:
+    import torch
+
+    from ..data.render import Renderer
+    from ..data.sample import Sample
 
 
-@torch.no_grad()
 def generate(model: torch.nn.Module, renderer: Renderer, prompts: list[Sample], max_new_tokens: int = 32,
              batch_size: int = 8, progress: bool = True) -> list[str]:
     """Greedy answers to each prompt (a sample ending before the assistant turn to generate)."""
+    # torch on first call: the evaluation package is imported by the config schema, which must stay light.
+    import torch
+
+    with torch.no_grad():
+        return _generate(model, renderer, prompts, max_new_tokens, batch_size, progress)
+
+
+def _generate(model: torch.nn.Module, renderer: Renderer, prompts: list[Sample], max_new_tokens: int,
+              batch_size: int, progress: bool) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from ..data.collate import Collator
+
     tokenizer = renderer.processor.tokenizer
     # Decoder-only generation continues from the last position, so prompts are padded on the left.
     collate = Collator(tokenizer.pad_token_id, padding_side="left")

@@ -14,9 +14,10 @@ from .vllm import _tensor_names
 
 
 def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
-                  dtype: str | None = None) -> Path:
+                  dtype: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None) -> Path:
     """Merge the adapter into the base and write a plain transformers checkpoint (safetensors, processor,
-    generation config). ``dtype`` (fp32, bf16, fp16) defaults to the base checkpoint's own."""
+    generation config). ``dtype`` (fp32, bf16, fp16) defaults to the base checkpoint's own; ``min_pixels`` /
+    ``max_pixels`` (the run's) replace the base processor's pixel limits in the written processor."""
     from peft import PeftModel
 
     adapter = require_adapter(adapter_dir)
@@ -29,7 +30,7 @@ def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)  # transformers 5 writes safetensors only (no safe_serialization switch)
     # Our loader, so the processor saves without torchvision; the folder still names the real class.
-    load_processor(model_dir, spec).save_pretrained(out)
+    load_processor(model_dir, spec, min_pixels, max_pixels).save_pretrained(out)
     _check_merged(out, architectures)
     return out
 

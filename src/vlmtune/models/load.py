@@ -72,13 +72,21 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
     return processor_class(spec.processor_class).from_pretrained(str(model), config=config, **kwargs)
 
 
-def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None
-               ) -> torch.nn.Module:
+def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None,
+               device_map: Any = None) -> torch.nn.Module:
     """Load the checkpoint's model with the generic image-text-to-text auto class (``quantization_config``: e.g.
-    bitsandbytes 4-bit for QLoRA, placed on the GPU). Attention (FlashAttention 2 or SDPA) and patch embeddings as
-    :func:`.kernels.fast_kernels` picks for the machine."""
+    bitsandbytes 4-bit for QLoRA, placed on the GPU). ``device_map``: where the weights load (transformers' own
+    argument, e.g. :func:`inference_device_map`); None: the CPU. Attention (FlashAttention 2 or SDPA) and patch
+    embeddings as :func:`.kernels.fast_kernels` picks for the machine."""
     if quantization_config is not None:
         return fast_kernels(AutoModelForImageTextToText.from_pretrained(
             str(model), dtype=dtype, quantization_config=quantization_config,
             device_map={"": int(os.environ.get("LOCAL_RANK", "0"))}), dtype)  # each data-parallel process on its GPU
-    return fast_kernels(AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype), dtype)
+    placed = {"device_map": device_map} if device_map is not None else {}
+    return fast_kernels(AutoModelForImageTextToText.from_pretrained(str(model), dtype=dtype, **placed), dtype)
+
+
+def inference_device_map() -> str | None:
+    """``device_map`` for evaluation and prediction: the GPUs where there are any (a model larger than one GPU
+    is split over them), else None (the CPU)."""
+    return "auto" if torch.cuda.is_available() else None

@@ -13,6 +13,7 @@ import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..config import Config, ConfigError, dump_config
+from ..config.rules import check_config
 from ..config.schema import DataConfig
 from ..data import Collator, DataError, EncodedDataset, Renderer, Sample
 from ..data.cache import CachedRenderer
@@ -68,16 +69,7 @@ def check_runnable(cfg: Config) -> None:
     if t.method == "qlora" and not torch.cuda.is_available():
         raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
                           "Use train.method=lora here.")
-    validates_and_saves = cfg.data.val and (t.eval_steps or t.eval_epochs) and t.save_steps
-    if t.early_stopping_patience and not validates_and_saves:
-        raise ConfigError("train.early_stopping_patience needs data.val, train.eval_steps (or train.eval_epochs) "
-                          "and train.save_steps")
-    if t.best_by != "loss" and not validates_and_saves:
-        raise ConfigError(f"train.best_by {t.best_by} needs data.val, train.eval_steps (or train.eval_epochs) and "
-                          "train.save_steps: the best checkpoint is one saved at a validation")
-    if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
-        raise ConfigError(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
-                          f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
+    check_config(cfg)
 
 
 def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
@@ -255,7 +247,7 @@ def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, sample
     if not write:
         return values
     out = comparison.write(run_dir / "eval", loss_log=run_dir / "metrics.jsonl", task=e.task,
-                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method == "lora"
+                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method != "full"
                            else None)
     log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
     return values

@@ -39,17 +39,18 @@ class MessagesReader:
             "images" not in first_record and not any(isinstance(c, str) and _VISION_TAG in c for c in contents))
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Sample | RecordError]:
-        return parse_each(path, options, parse_record)
+        return parse_each(path, options, lambda record, where: parse_record(record, where, options.system))
 
 
-def parse_record(record: Any, where: Where) -> Sample:
-    """Turn one ``{"messages": [...]}`` record into a Sample, or raise a RecordError naming the field."""
+def parse_record(record: Any, where: Where, system: str | None = None) -> Sample:
+    """Turn one ``{"messages": [...]}`` record into a Sample, or raise a RecordError naming the field.
+    ``system``: the system prompt of a record that has none (``data.system``)."""
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
         raise where.error("expected an object with a 'messages' list", "messages")
     if _is_sharegpt(record):
         from .sharegpt import parse_sharegpt  # string turns with <image> placeholders and an images list
 
-        return parse_sharegpt(record, where)
+        return parse_sharegpt(record, where, system=system)
     messages: list[Message] = []
     n_images = 0
     for i, raw in enumerate(record["messages"]):
@@ -64,6 +65,8 @@ def parse_record(record: Any, where: Where) -> Sample:
             raise where.error("assistant turns cannot contain images", f"{field}.content")
         n_images += sum(isinstance(p, ImagePart) for p in parts)
         messages.append(Message(role=role, content=tuple(parts)))
+    if system and not any(m.role == "system" for m in messages):
+        messages.insert(0, Message("system", (TextPart(system),)))
     meta = {k: v for k, v in record.items() if k != "messages"}
     return finish(messages, where, meta)
 

@@ -1,0 +1,69 @@
+"""Rules across keys that the schema's per-section checks cannot see; ``vlmtune train`` and ``vlmtune config
+validate`` both apply them, before anything heavy is imported."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .schema import Config
+
+
+def run_problems(cfg: Config) -> list[str]:
+    """Every cross-key problem of ``cfg``, one line each (empty when the run can start)."""
+    t, problems = cfg.train, []
+    validates_and_saves = cfg.data.val and (t.eval_steps or t.eval_epochs) and t.save_steps
+    if t.early_stopping_patience and not validates_and_saves:
+        problems.append("train.early_stopping_patience needs data.val, train.eval_steps (or train.eval_epochs) and "
+                        "train.save_steps")
+    if t.best_by != "loss" and not validates_and_saves:
+        problems.append(f"train.best_by {t.best_by} needs data.val, train.eval_steps (or train.eval_epochs) and "
+                        "train.save_steps: the best checkpoint is one saved at a validation")
+    if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
+        problems.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
+                        f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
+    problems += format_problems(cfg.data.format)
+    return problems
+
+
+def format_problems(name: Any) -> list[str]:
+    """``data.format`` names a registered reader (or ``auto``)."""
+    from ..data.formats import reader_names
+
+    if not isinstance(name, str) or name == "auto" or name in reader_names():
+        return []
+    return [f"data.format: unknown data format {name!r}; known: auto, {', '.join(reader_names())}"]
+
+
+# A hub id is ``name`` or ``org/name``; anything else that is not on disk is a missing folder.
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def path_problems(raw: dict) -> list[str]:
+    """Files and folders the (possibly invalid) raw config names that do not exist, relative to the current
+    folder as training reads them: data.train, data.val, data.media_root, and model.path unless a hub id."""
+    problems = []
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for key in ("train", "val", "media_root"):
+        value = data.get(key)
+        # dataset_info.json#NAME names an entry of a registry file.
+        if isinstance(value, str) and value and not Path(value.split("#", 1)[0]).exists():
+            problems.append(f"data.{key}: {value} does not exist")
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    path = model.get("path")
+    if isinstance(path, str) and path and not Path(path).exists() and (
+            path.startswith((".", "/", "~")) or not _HUB_ID.match(path)):
+        problems.append(f"model.path: folder {path} does not exist (and is not a hub id like org/name)")
+    return problems
+
+
+def check_config(cfg: Config) -> None:
+    """Raise a ConfigError listing every problem of :func:`run_problems`."""
+    from .load import ConfigError
+
+    problems = run_problems(cfg)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems in the config:\n" + "\n".join(f"  {p}" for p in problems))
