@@ -149,6 +149,25 @@ def test_dora_run_names_its_adapter_in_the_eval_output(tiny_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
 
 
+def test_eval_of_a_full_fine_tune_compares_with_the_checkpoint_the_run_started_from(tiny_dir, tmp_path):
+    files = make_demo_data(tmp_path / "data", n_train=4, n_val=3)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_dir("qwen2_vl"))}, "data": {"train": str(files["train"]), "val": str(files["val"])},
+        "train": {"output_dir": str(tmp_path / "run"), "method": "full", "max_steps": 2, "batch_size": 2,
+                  "lr": 1e-3, "progress": False, "report_to": "none"},
+        "eval": {"max_new_tokens": 3}}))
+    assert main(["train", str(config)]) == 0
+    assert main(["eval", "--model", str(tmp_path / "run" / "model"), "-o", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    in_run = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    standalone = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert standalone["model"] == str(tmp_path / "run" / "model") and in_run["adapter"] is None
+    assert standalone["metrics"] == in_run["metrics"] and standalone["n"] == in_run["n"] == 3
+    rows = _rows(tmp_path / "out" / "predictions.jsonl")
+    assert rows == _rows(tmp_path / "run" / "eval" / "predictions.jsonl") and {"base", "tuned"} <= rows[0].keys()
+
+
 def _cli_in_subprocess(tmp_path, *argv: str) -> tuple[str, str]:
     """Run the CLI in a fresh interpreter; stdout ends with the exit code and whether torch / transformers were
     imported."""
