@@ -76,6 +76,9 @@ def test_a_second_run_into_the_folder_is_refused_before_data_or_weights_are_read
     err = _error(capsys)
     assert f"train.output_dir {tmp_path / 'run'} is not empty" in err and "--resume" in err and "--overwrite" in err
     assert _files(tmp_path / "run") == before  # the first run's files, byte for byte, and no lock left behind
+    assert main(["train", config(), "--resume", "--overwrite"]) == 2
+    assert "--resume and --overwrite exclude each other" in _error(capsys)
+    assert _files(tmp_path / "run") == before
 
 
 def test_overwrite_starts_a_fresh_run_and_refuses_files_vlmtune_did_not_write(config, tmp_path, capsys):
