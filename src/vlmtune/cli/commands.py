@@ -51,6 +51,9 @@ def train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(interrupted_message(e, args.config, args.overrides), file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # outside the training steps (data check, model load, final save): no traceback
+        print("vlmtune train: interrupted; the run did not finish", file=sys.stderr)
+        return 130
     _leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
