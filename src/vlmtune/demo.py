@@ -74,12 +74,12 @@ def run_demo(root: str | Path = ".", progress: bool = True) -> dict:
     ])
     say("[3/4] base model: full-parameter warm-up on shuffled answers, so the base knows the answer words "
         "but not the images (chance accuracy is about 0.29)")
-    train(warm_cfg)
+    train(warm_cfg, overwrite=True)  # a rerun replaces the previous demo's runs
 
     say("[4/4] LoRA fine-tuning the base on the real answers (configs/demo.yaml), then base vs tuned on the "
         "held-out split")
     cfg = demo_config(root, [f"train.progress={progress}"])
-    result = train(cfg)
+    result = train(cfg, overwrite=True)
     m = result.metrics
     scores = {"base_accuracy": m["base_val_exact_match"], "tuned_accuracy": m["val_exact_match"],
               "val_samples": m["val_samples"]}

@@ -18,13 +18,11 @@ STEPS, SAVE_EVERY, KILL_AFTER = 40, 5, 10
 
 
 def _losses(run_dir) -> dict[int, float]:
-    """Step -> training loss; a resumed run's later lines for a step replace the killed run's."""
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if "loss" in entry:
-            losses[entry["step"]] = entry["loss"]
-    return losses
+    """Step -> training loss, from metrics.jsonl, which must hold each step once."""
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in entries if "loss" in e]
+    assert len(steps) == len(set(steps)), f"steps logged twice: {sorted({s for s in steps if steps.count(s) > 1})}"
+    return {e["step"]: e["loss"] for e in entries if "loss" in e}
 
 
 @pytest.fixture
@@ -61,7 +59,8 @@ def test_sigkill_then_resume_continues_the_same_loss_sequence(config, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    killed_at = max(_losses(run))
+    logged = _losses(run)
+    killed_at = max(logged)
     assert killed_at < STEPS, "the run finished before the kill: nothing was resumed"
     resumed_from = resolve_resume("auto", run / "checkpoints")
     step = int(resumed_from.name.split("-")[1])
@@ -88,3 +87,15 @@ def test_resume_refuses_an_incomplete_checkpoint_and_auto_skips_it(tmp_path):
     assert resolve_resume("auto", folder) == folder / "checkpoint-5"
     assert not (folder / "checkpoint-10").exists()
     assert resolve_resume("auto", tmp_path / "none") is None
+
+
+def test_a_checkpoint_whose_state_does_not_parse_is_skipped_naming_it(tmp_path, caplog):
+    folder = tmp_path / "checkpoints"
+    for step, state in ((5, '{"global_step": 5}'), (10, '{"global_step": 10, "log_hist')):  # 10: cut short
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    with caplog.at_level("WARNING", logger="vlmtune"):
+        assert resolve_resume("auto", folder) == folder / "checkpoint-5"
+    assert f"skipping {folder / 'checkpoint-10'}: its trainer_state.json does not parse" in caplog.text
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        resolve_resume(str(folder / "checkpoint-10"), folder)

@@ -45,13 +45,20 @@ def train(args: argparse.Namespace) -> int:
         if is_inferred(spec):
             print(unregistered_warning(spec))
         return 0
+    from ..train.interrupt import TrainingInterrupted
     from ..train.run import TrainingError
 
     try:
-        result = run_training(cfg, resume=args.resume)
+        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite, force=args.force)
     except TrainingError as e:
         print(f"vlmtune train: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(interrupted_message(e, args.config, args.overrides), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside the training steps (data check, model load, final save): no traceback
+        print("vlmtune train: interrupted; the run did not finish", file=sys.stderr)
+        return 130
     _leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
@@ -59,6 +66,23 @@ def train(args: argparse.Namespace) -> int:
     for key, value in result.metrics.items():
         print(f"  {key}: {value}")
     return 0
+
+
+def interrupted_message(e, config: str, overrides: list[str]) -> str:
+    """What a Ctrl-C left and the command that resumes it (the user's own config and overrides)."""
+    import shlex
+
+    command = "vlmtune train " + shlex.join([config, *overrides]) + " --resume"
+    if e.checkpoint is not None and e.checkpoint.name == f"checkpoint-{e.step}":
+        return f"vlmtune train: interrupted at step {e.step}; checkpoint saved: {e.checkpoint}\nresume with: {command}"
+    if e.checkpoint is not None:
+        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step; the newest checkpoint is "
+                f"{e.checkpoint}\nresume from it with: {command}")
+    if e.saves:
+        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step, before the first checkpoint; "
+                "nothing was saved")
+    return (f"vlmtune train: interrupted at step {e.step}; nothing was saved (train.save_steps is not set). Set "
+            "train.save_steps=N to write a checkpoint every N steps and on Ctrl-C, which --resume continues from")
 
 
 def _leave_process_group() -> None:

@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the trainable-parameter table per component and exit without training")
     p.add_argument("--resume", nargs="?", const="auto", metavar="auto|CHECKPOINT",
                    help="continue from the newest complete checkpoint of this run (auto) or from CHECKPOINT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in train.output_dir (only files vlmtune wrote are removed)")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though config keys changed that break an exact resume")
     p.set_defaults(run=commands.train)
 
     p = sub.add_parser("predict", help="generate an answer for an image and a prompt")

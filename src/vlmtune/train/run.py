@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,13 @@ from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
 from ..models.kernels import use_liger_kernels
+from . import run_folder
 from .callbacks import MetricsFile
-from .checkpoints import checkpoints, resolve_resume
+from .checkpoints import checkpoint_step, checkpoints, resolve_resume
+from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .lora import apply_lora, format_table, parameter_table, prepare_full
+from .resume_check import CurrentIntervals, check_resume
+from .run_plan import log_plan, trainer_plan
 from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
 
 log = logging.getLogger("vlmtune")
@@ -39,28 +44,46 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
-def train(cfg: Config, resume: str | None = None) -> RunResult:
+def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force: bool = False) -> RunResult:
     """Fine-tune ``cfg.model`` on ``cfg.data`` and write the run directory.
 
     ``resume``: ``"auto"`` (the newest complete checkpoint of this run, if any) or a checkpoint folder; the run
-    continues with its optimizer, scheduler, RNG and data position.
+    continues with its optimizer, scheduler, RNG and data position. A changed config key that breaks an exact
+    resume is refused unless ``force``. ``overwrite``: replace the run already in ``train.output_dir`` (without it
+    or ``resume`` such a folder is refused). Ctrl-C raises :class:`TrainingInterrupted` after saving a checkpoint
+    (with ``train.save_steps``).
     """
     check_runnable(cfg)
     run_dir = Path(cfg.train.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    # One log file per run: data-parallel workers (RANK > 0) log to their console only.
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    log_file = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w") if main_process else None
-    if log_file:
-        log.addHandler(log_file)
+    # One run per folder: only the main process checks it and holds the lock (the others see its files).
+    main_process = run_folder.is_main_process()
+    early = logging.handlers.BufferingHandler(capacity=10_000)  # what is said before train.log may be opened
+    log.addHandler(early)
     log.setLevel(logging.INFO)
-    try:
-        return _train(cfg, run_dir, resolve_resume(resume, run_dir / "checkpoints"))
-    finally:
+    with run_folder.RunLock(run_dir) if main_process else contextlib.nullcontext(), _removed(early):
+        if main_process:
+            run_folder.prepare(run_dir, resume, overwrite)
+        checkpoint = resolve_resume(resume, run_dir / "checkpoints")
+        if main_process and checkpoint is not None:
+            check_resume(checkpoint.parent.parent / "config.yaml", cfg, force)
+            run_folder.cut_metrics(run_dir, checkpoint_step(checkpoint))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if main_process:
+            dump_config(cfg, run_dir / "config.yaml")
+        # One log file per run: data-parallel workers (RANK > 0) log to their console only.
+        log_file = logging.FileHandler(run_dir / "train.log", mode="a" if checkpoint else "w") if main_process \
+            else None
         if log_file:
-            log.removeHandler(log_file)
-            log_file.close()
+            for record in early.buffer:
+                log_file.handle(record)
+            log.addHandler(log_file)
+        log.removeHandler(early)
+        try:
+            return _train(cfg, run_dir, checkpoint)
+        finally:
+            if log_file:
+                log.removeHandler(log_file)
+                log_file.close()
 
 
 def check_runnable(cfg: Config) -> None:
@@ -81,7 +104,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
     train_report = checked_report(cfg.data.train, cfg.data, renderer, "data.train")
     train_samples = train_report.samples
-    val_samples = checked_samples(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else []
+    val_report = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else None
+    val_samples = val_report.samples if val_report else []
 
     # The arguments before the model: under a ZeRO-3 launch they make transformers load each weight straight
     # into its shards (zero.Init), so no process holds the whole model. Not for full fine-tuning: transformers
@@ -103,13 +127,15 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
         log.info("batches without an image get a placeholder image (%d tokens, masked out of attention and loss)",
                  len(placeholder["input_ids"]))
     tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", run_dir / "tensorboard"))
-    callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None)]
+    stop = StopOnInterrupt(save=bool(cfg.train.save_steps))
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None), CurrentIntervals(), stop]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
     if "tensorboard" in args.report_to and args.should_log:
         log.info("TensorBoard: tensorboard --logdir %s", tensorboard_dir)
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
+    trainer = None
     try:
         with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir)):  # read when the Trainer makes its callbacks
             trainer = VlmTrainer(
@@ -125,16 +151,31 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                 trace_file=run_dir / f"samples.rank{args.process_index}.jsonl" if cfg.train.trace_samples else None,
             )
             warn_if_engine_unused(trainer)
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
+            plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business
+            if args.should_log:
+                log_plan(cfg, plan, train_report, val_report, _dtype_name(model), str(args.device), run_dir,
+                         weights_dir)
+            # Ctrl-C finishes the step and saves it (one process only: several would have to agree on the step).
+            with stop.catching_ctrl_c(enabled=args.world_size == 1):
+                output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one in a data-parallel run: stopped mid-step, nothing saved
+        kept = checkpoints(run_dir / "checkpoints")
+        raise TrainingInterrupted(trainer.state.global_step if trainer else 0, kept[-1] if kept else None,
+                                  saves=stop.save) from None
     except NonFiniteLoss as e:
         kept = checkpoints(run_dir / "checkpoints")
         where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was saved (train.save_steps)"
         raise TrainingError(f"{e}. The run stopped; {where}. Check those samples or lower train.lr") from None
+    if stop.stopped_at is not None:
+        saved = run_dir / "checkpoints" / f"checkpoint-{stop.stopped_at}"
+        kept = checkpoints(run_dir / "checkpoints")
+        raise TrainingInterrupted(stop.stopped_at, saved if saved in kept else kept[-1] if kept else None,
+                                  saves=stop.save)
     # Every process takes part in the last validation and the save: under ZeRO-3 / FSDP the weights are sharded
     # and gathering them needs all ranks; the main process alone writes files.
     trainer.score_generations = None  # the held-out evaluation below generates once more, base and tuned
     val_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
-    weights_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     trainer.save_model(str(weights_dir))
     # Under FSDP and ZeRO-3 each forward gathers the weight shards of all processes, so every process generates
     # the held-out answers (transformers' synced_gpus keeps them in step); the main process alone writes them.
@@ -155,6 +196,14 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
+
+
+@contextlib.contextmanager
+def _removed(handler: logging.Handler):
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -188,6 +237,11 @@ def image_in_every_batch(setting: str | bool, world_size: int, samples: list[Sam
     if setting == "auto":
         return world_size > 1 and any(not s.images for s in samples)
     return bool(setting)
+
+
+def _dtype_name(model: torch.nn.Module) -> str:
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    return "/".join(dtypes)
 
 
 def _zero3() -> bool:
