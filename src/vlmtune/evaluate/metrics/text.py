@@ -26,7 +26,10 @@ def exact_match(prediction: str, reference: str) -> float:
 
 
 def _exact_match(examples: Sequence[Example]) -> MetricResult:
-    scores = [max(exact_match(e.prediction, r) for r in e.references) for e in examples]
+    # An answer with boxes or points is scored by the grounding metrics (IoU, click accuracy), not by its
+    # coordinates' text: a mixed set (GUI actions with boxes beside text answers) gets both kinds of score.
+    scores: list[float | None] = [None if e.ref_grounding else max(exact_match(e.prediction, r) for r in e.references)
+                                  for e in examples]
     return MetricResult(mean_of(scores), scores)
 
 
