@@ -39,6 +39,9 @@ def train(args: argparse.Namespace) -> int:
               + format_table(parameter_table(model, spec), shown))
         if is_inferred(spec):
             print(unregistered_warning(spec))
+        from ..data.show import dry_run_sample
+
+        print(dry_run_sample(cfg, spec))
         return 0
     from ..train.run import TrainingError
 
@@ -218,6 +221,20 @@ def data_check(args: argparse.Namespace) -> int:
     report = check_dataset(args.path, args.format, _read_options(args), renderer, shrink=args.on_too_long == "shrink")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
+
+
+def data_show(args: argparse.Namespace) -> int:
+    from ..data import Renderer
+    from ..data.show import show
+    from ..models import family_of, load_processor
+
+    if args.n < 1:
+        raise DataError(f"-n {args.n}: expected at least 1 sample")
+    spec = family_of(args.model)
+    processor = load_processor(args.model, spec, args.min_pixels, args.max_pixels)
+    renderer = Renderer(processor, spec, args.max_length, args.image_size)
+    print(show(args.path, args.format, _read_options(args), renderer, args.n, args.on_too_long == "shrink"))
+    return 0
 
 
 def data_convert(args: argparse.Namespace) -> int:

@@ -148,6 +148,20 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=commands.data_check)
 
+    p = data.add_parser("show", help="the first samples as training sees them: chat template text, trained "
+                        "tokens marked, token counts")
+    source(p)
+    p.add_argument("--model", required=True, help="checkpoint folder or hub id whose processor renders the samples")
+    p.add_argument("-n", type=int, default=2, help="how many samples (default 2)")
+    p.add_argument("--max-length", type=int, default=4096, help="token budget per sample (default 4096)")
+    p.add_argument("--on-too-long", choices=["drop", "shrink"], default="drop",
+                   help="shrink: show samples over --max-length with their images downscaled to fit, as "
+                   "data.on_too_long=shrink trains them (default: drop, they are skipped)")
+    p.add_argument("--min-pixels", type=int)
+    p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
+    p.set_defaults(run=commands.data_show)
+
     p = data.add_parser("convert", help="write a dataset in the canonical messages JSONL form")
     source(p)
     p.add_argument("--to", default="messages", choices=["messages"])
