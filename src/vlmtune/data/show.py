@@ -12,7 +12,7 @@ from typing import Any
 
 from .check import Problem, check_samples
 from .errors import RecordError
-from .formats import ReadOptions, get_reader
+from .formats import ReadOptions, format_mismatch, get_reader
 from .render import IGNORE_INDEX, Renderer
 from .sample import Sample
 
@@ -108,6 +108,9 @@ def first_samples(path: str | Path, format: str, options: ReadOptions, renderer:
         problems += bad
         if good:
             shown.append(show_sample(renderer, good[0], lengths[0]))
+    mismatch = format_mismatch(path, format) if problems and not shown else None
+    if mismatch is not None:
+        raise mismatch
     return shown, problems
 
 
