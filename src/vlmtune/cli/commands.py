@@ -53,9 +53,8 @@ def train(args: argparse.Namespace) -> int:
     _leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
+    # The run has logged the final metrics once already ("final metrics: ..."): where they are is what is left.
     print(f"{result.weights_dir.name}: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ..quiet import quiet_third_party
 from . import commands
 
 
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_third_party()
     try:
         return args.run(args) or 0
     except commands.USER_ERRORS as e:
