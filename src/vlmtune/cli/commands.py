@@ -37,11 +37,11 @@ def train(args: argparse.Namespace) -> int:
         shown = spec.components if is_inferred(spec) or cfg.model.components else None
         print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"
               + format_table(parameter_table(model, spec), shown))
-        if is_inferred(spec):
-            print(unregistered_warning(spec))
         from ..data.show import dry_run_sample
 
         print(dry_run_sample(cfg, spec))
+        if is_inferred(spec):
+            print(unregistered_warning(spec))
         return 0
     from ..train.run import TrainingError
 
