@@ -21,6 +21,7 @@ from tests.conftest import write_jsonl
 from vlmtune.config import ConfigError, load_config
 from vlmtune.config.schema import Config
 from vlmtune.data.convert import split
+from vlmtune.data.formats import read_dataset
 from vlmtune.models import get_family
 from vlmtune.models.registry import UnknownFamilyError
 from vlmtune.train import train
@@ -38,6 +39,8 @@ def _image(folder: Path, name: str, size: tuple[int, int], colour: tuple[int, in
 
 
 def _gui_events(folder: Path) -> dict[str, Path]:
+    """GUI events split 90/10 by ``vlmtune data split`` as the recipe's commands say: training reads the split,
+    messages JSONL."""
     shots = [_image(folder, f"shots/{i}.png", size, colour) for i, (size, colour) in enumerate(
         [((112, 84), (240, 240, 240)), ((84, 112), (30, 90, 200))])]
     records = [
@@ -48,8 +51,26 @@ def _gui_events(folder: Path) -> dict[str, Path]:
         {"type": "context_extraction", "screenshot": shots[1], "instruction": "What is the total?", "text": "$42.10"},
         {"type": "action_description", "screenshot": shots[0], "instruction": "Open the menu", "point": [10, 10]},
     ]
-    return {"train": write_jsonl(folder / "train.jsonl", records), "val": write_jsonl(folder / "val.jsonl",
-                                                                                      records[:2])}
+    # Ten distinct events: a split keeps repeats together, and val needs one.
+    events = [{**r, "instruction": f"{r['instruction']} ({i})"} for i in range(3) for r in records][:10]
+    split(write_jsonl(folder / "events.jsonl", events), folder, val=0.1)
+    return {"train": folder / "train.jsonl", "val": folder / "val.jsonl"}
+
+
+def _chartqa_parquet(folder: Path) -> dict[str, Path]:
+    """HuggingFaceM4/ChartQA's own parquet layout (image, query, label), as downloaded."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "query": datasets.Value("string"),
+                                  "label": datasets.List(datasets.Value("string"))})
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split_name, n in (("train", 3), ("val", 2)):
+        images = [folder / _image(folder, f"src/{split_name}{i}.png", (96, 64), (60 * i, 120, 200)) for i in range(n)]
+        rows = {"image": [{"bytes": p.read_bytes(), "path": None} for p in images],
+                "query": [f"What is the value of bar {i}?" for i in range(n)], "label": [[str(i)] for i in range(n)]}
+        paths[split_name] = folder / f"{split_name}.parquet"
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(paths[split_name])
+    return paths
 
 
 def _chart_messages(folder: Path) -> dict[str, Path]:
@@ -107,7 +128,7 @@ class Seed:
 SEEDS = {
     "qwen2_5_vl_7b_gui_lora": Seed("qwen2_5_vl", {
         "model.path": "Qwen/Qwen2.5-VL-7B-Instruct", "model.dtype": "bf16",
-        "data.train": "data/gui/train.jsonl", "data.val": "data/gui/val.jsonl", "data.format": "gui_events",
+        "data.train": "data/gui/train.jsonl", "data.val": "data/gui/val.jsonl", "data.format": "auto",
         "train.output_dir": "runs/qwen2_5_vl_7b_gui_lora", "train.method": "lora", "train.epochs": 10,
         "train.batch_size": 1, "train.grad_accum": 8, "train.lr": 2e-4, "train.optimizer": "adamw_torch",
         "train.warmup_steps": 50, "train.scheduler": "cosine", "train.max_grad_norm": 1.0, "train.eval_epochs": 2,
@@ -115,7 +136,7 @@ SEEDS = {
     }, _gui_events),
     "qwen2_vl_7b_chartqa": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-7B-Instruct", "model.dtype": "bf16",
-        "data.train": "data/chartqa/train.jsonl", "data.val": "data/chartqa/val.jsonl", "data.format": "messages",
+        "data.train": "data/chartqa/train.jsonl", "data.val": "data/chartqa/val.jsonl", "data.format": "auto",
         "data.system": "You are a Vision Language Model specialized in interpreting visual data from chart images.\n"
                        "Your task is to analyze the provided chart image and respond to queries with concise answers,"
                        " usually a single word, number, or short phrase.\nThe charts include a variety of types (e.g.,"
@@ -134,7 +155,7 @@ SEEDS = {
     }, _chart_messages),
     "llava_1_5_7b_qlora": Seed("llava", {
         "model.path": "llava-hf/llava-1.5-7b-hf",
-        "data.train": "data/llava/train.json", "data.val": "data/llava/val.json", "data.format": "llava",
+        "data.train": "data/llava/train.json", "data.val": "data/llava/val.json", "data.format": "auto",
         "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.05, "lora.targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
         "quantization.quant_type": "nf4", "quantization.double_quant": True, "quantization.compute_dtype": "bf16",
         "train.output_dir": "runs/llava_1_5_7b_qlora", "train.method": "qlora", "train.lr": 2e-4,
@@ -142,7 +163,7 @@ SEEDS = {
     }, _llava_json),
     "qwen2_vl_2b_cord_extraction": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-2B-Instruct",
-        "data.train": "data/cord/train.jsonl", "data.val": "data/cord/val.jsonl", "data.format": "messages",
+        "data.train": "data/cord/train.jsonl", "data.val": "data/cord/val.jsonl", "data.format": "auto",
         "data.max_length": 1024,
         "train.output_dir": "runs/qwen2_vl_2b_cord_extraction", "train.method": "lora", "train.epochs": 10,
         "train.batch_size": 8, "train.grad_accum": 8, "train.lr": 1e-4, "train.scheduler": "cosine",
@@ -152,7 +173,7 @@ SEEDS = {
     }, _sharegpt_split),
     "qwen2_vl_2b_coco_captions": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-2B-Instruct", "model.dtype": "bf16",
-        "data.train": "data/coco/train.json", "data.val": "data/coco/val.json", "data.format": "qwen_tags",
+        "data.train": "data/coco/train.json", "data.val": "data/coco/val.json", "data.format": "auto",
         "data.image_size": [280, 280], "data.max_length": 8192,
         "lora.r": 64, "lora.alpha": 16, "lora.dropout": 0.05,
         "lora.targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -213,6 +234,20 @@ def test_every_recipe_has_a_seed_and_a_row_in_the_readme():
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_recipe_holds_exactly_its_seed_values(name):
     assert _flat(load_config(RECIPES / f"{name}.yaml").model_dump(mode="json")) == _expected(name)
+
+
+# The data each command of recipes/README.md trains on: the seed's own form, and other documented forms.
+DOCUMENTED_DATA = [(name, seed.write_data) for name, seed in sorted(SEEDS.items())] + [
+    ("qwen2_vl_7b_chartqa", _chartqa_parquet)]
+
+
+@pytest.mark.parametrize("name, write_data", DOCUMENTED_DATA,
+                         ids=[f"{name}-{write.__name__.strip('_')}" for name, write in DOCUMENTED_DATA])
+def test_recipe_reads_its_documented_data_with_its_format(name, write_data, tmp_path):
+    cfg = load_config(RECIPES / f"{name}.yaml")
+    for key, path in write_data(tmp_path / "data").items():
+        result = read_dataset(path, cfg.data.format, cfg.data.read_options())
+        assert result.samples and not result.problems, f"{key}: {[str(p) for p in result.problems[:3]]}"
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))

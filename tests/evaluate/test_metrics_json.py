@@ -63,3 +63,23 @@ def test_tree_accuracy_receipt_and_corner_cases():
     result = get_metric("tree_accuracy").compute([Example("oops", ('{"a": "xy"}',)),
                                                   Example('{"a": "xz"}', ('{"a": "xy"}',))])
     assert result.per_sample == pytest.approx([0.0, 2 / 3]) and result.value == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("fence", ["```json\n{}\n```", "```\n{}\n```", "Here it is:\n```json\n{}\n```\nDone.",
+                                   "```json\n{}"])  # the last: generation stopped before the closing fence
+def test_json_metrics_read_json_inside_a_markdown_fence(fence):
+    # As Qwen-VL models answer: the fenced PARTIAL scores as PARTIAL itself (field F1 0.5, tree accuracy 0.5).
+    prediction = fence.replace("{}", json.dumps(PARTIAL, indent=2))
+    example = Example(prediction, (json.dumps(RECEIPT),))
+    assert get_metric("field_f1").compute([example]).per_sample == pytest.approx([0.5])
+    assert get_metric("tree_accuracy").compute([example]).per_sample == pytest.approx([0.5])
+
+
+def test_exact_match_of_a_fenced_json_answer():
+    reference = '{"total": "3"}'
+    assert get_metric("exact_match").compute([
+        Example('```json\n{"total": "3"}\n```', (reference,)),   # the fence alone differs: a match
+        Example('```\n{"total": "3"}\n```', (reference,)),
+        Example('```json\n{"total": "4"}\n```', (reference,)),   # fenced, but a different answer
+        Example('I think ```json\n{"total": "3"}\n```', (reference,)),  # text outside the fence counts
+    ]).per_sample == [1.0, 1.0, 0.0, 0.0]

@@ -46,7 +46,8 @@ def test_eval_command_writes_metrics_predictions_and_report(tmp_path, images, ti
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["task"] == "vqa" and metrics["adapter"] == str(adapter)
     assert set(metrics["metrics"]) == {"exact_match", "vqa_accuracy"}
-    assert set(metrics["metrics"]["exact_match"]) == {"base", "tuned"}
+    assert set(metrics["metrics"]["exact_match"]) == {"base", "tuned", "n"}
+    assert metrics["metrics"]["exact_match"]["n"] == 3
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["reference"] for r in rows] == ["red", "blue", "square"]
     assert [r["prompt"] for r in rows] == ["Colour?", "Colour?", "Shape?"]
@@ -91,3 +92,45 @@ def test_grounding_predictions_are_parsed_back_to_original_pixels(tmp_path, imag
     assert result.rows[0]["reference"] == reference and "bbox_2d" in reference
     assert result.metrics["iou"]["tuned"] == pytest.approx(1.0, abs=0.05)
     assert result.metrics["accuracy_at_iou_0.5"] == {"tuned": 1.0, "base": 0.0}
+
+
+def test_grounding_task_scores_boxes_and_text_answers_of_a_mixed_set_apart(tmp_path, images, tiny_dir, monkeypatch,
+                                                                           capsys):
+    model = tiny_dir("qwen2_5_vl")
+
+    def box(image, question, xyxy):
+        return {"messages": [
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "box", "box": xyxy, "label": "it"}]}]}
+
+    data = write_jsonl(tmp_path / "gui.jsonl", [
+        box("blue.png", "Click OK.", [10, 20, 50, 80]), _qa("red.png", "What does the title say?", "settings"),
+        box("blue.png", "Click Cancel.", [40, 60, 80, 110]), _qa("red.png", "Which tab is open?", "general")])
+    spec = get_family("qwen2_5_vl")
+    renderer = Renderer(load_processor(model, spec), spec)
+    ok_box = renderer.message_text(read_samples(data)[0], 1)
+    # Right box for OK, a box far off for Cancel; the title read right, the tab wrong.
+    answers = {"Click OK.": ok_box, "Click Cancel.": '{"bbox_2d": [0, 0, 1, 1], "label": "it"}',
+               "What does the title say?": "Settings", "Which tab is open?": "advanced"}
+    monkeypatch.setattr(eval_run, "generate", lambda _model, _renderer, prompts, *args, **kwargs: [
+        answers[p.messages[-1].text] for p in prompts])
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(model), "--data", str(data), "--task", "grounding", "-o", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 4
+    assert metrics["metrics"]["exact_match"] == {"tuned": 0.5, "n": 2}
+    assert metrics["metrics"]["accuracy_at_iou_0.5"] == {"tuned": 0.5, "n": 2}
+    assert metrics["metrics"]["click_accuracy"] == {"tuned": 0.5, "n": 2}
+    assert metrics["metrics"]["iou"]["n"] == 2 and metrics["metrics"]["iou"]["tuned"] == pytest.approx(0.5, abs=0.03)
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["scores"]["exact_match"]["tuned"] for r in rows] == [None, 1.0, None, 0.0]
+    assert [r["scores"]["click_accuracy"]["tuned"] for r in rows] == [1.0, None, 0.0, None]
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[summary.index(next(line for line in summary if line.startswith("metric"))):][:5] == [
+        "metric                      base     tuned      n  (4 samples)",
+        f"iou                            -     {metrics['metrics']['iou']['tuned']:.3f}      2",
+        "accuracy_at_iou_0.5            -     0.500      2",
+        "click_accuracy                 -     0.500      2",
+        "exact_match                    -     0.500      2"]
+    assert "<th>n</th>" in (out / "report.html").read_text()

@@ -224,3 +224,11 @@ def test_internvl_referring_prompts_keep_their_tags_and_control_tokens_stay_refu
     assert ids.count(ref) == 2  # the prompt's and the answer's, each one token
     with pytest.raises(SampleError, match=re.escape("messages[0] contains the special token '<|im_end|>'")):
         renderer.encode(ask("Where?<|im_end|>"))
+
+
+@pytest.mark.parametrize("fence", ["```json\n{}\n```", "```\n{}\n```"])
+def test_qwen2_5_vl_json_boxes_inside_a_markdown_fence(fence):
+    # Qwen2.5-VL writes model-image pixels: a 200x100 original shown at 100x50 doubles every coordinate.
+    text = fence.replace("{}", '[\n  {"bbox_2d": [10, 20, 30, 40], "label": "ok button"}\n]')
+    assert get_family("qwen2_5_vl").grounding.parse(text, (200, 100), (100, 50)) == [
+        BoxPart((20.0, 40.0, 60.0, 80.0), 0, "ok button")]

@@ -42,6 +42,9 @@ def train(args: argparse.Namespace) -> int:
         shown = spec.components if is_inferred(spec) or cfg.model.components else None
         print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"
               + format_table(parameter_table(model, spec), shown))
+        from ..data.show import dry_run_sample
+
+        print(dry_run_sample(cfg, spec))
         if is_inferred(spec):
             print(unregistered_warning(spec))
         return 0
@@ -62,9 +65,8 @@ def train(args: argparse.Namespace) -> int:
     _leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
+    # The run has logged the final metrics once already ("final metrics: ..."): where they are is what is left.
     print(f"{result.weights_dir.name}: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value}")
     return 0
 
 
@@ -257,6 +259,22 @@ def data_check(args: argparse.Namespace) -> int:
     report = check_dataset(args.path, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
+
+
+def data_show(args: argparse.Namespace) -> int:
+    from ..data import Renderer
+    from ..data.show import show
+    from ..models import family_of, load_processor
+    from .settings import resolve
+
+    if args.n < 1:
+        raise DataError(f"-n {args.n}: expected at least 1 sample")
+    settings = resolve(args, CHECK_OPTIONS)
+    d, model = settings.cfg.data, settings.require_model()
+    spec = family_of(model)
+    renderer = Renderer(load_processor(model, spec, d.min_pixels, d.max_pixels), spec, d.max_length, d.image_size)
+    print(show(args.path, d.format, d.read_options(), renderer, args.n, d.on_too_long == "shrink"))
+    return 0
 
 
 def data_convert(args: argparse.Namespace) -> int:

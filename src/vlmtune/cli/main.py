@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..evaluate.metrics import TASK_METRICS
+from ..quiet import quiet_third_party
 from . import commands
 
 
@@ -176,6 +177,21 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=commands.data_check)
 
+    p = data.add_parser("show", help="the first samples as training sees them: chat template text, trained "
+                        "tokens marked, token counts")
+    source(p)
+    p.add_argument("--model", help="checkpoint folder or hub id whose processor renders the samples (default: the "
+                   "--config's model.path)")
+    p.add_argument("-n", type=int, default=2, help="how many samples (default 2)")
+    p.add_argument("--max-length", type=int, help="token budget per sample (default: data.max_length)")
+    p.add_argument("--on-too-long", choices=["drop", "shrink"],
+                   help="shrink: show samples over --max-length with their images downscaled to fit, as "
+                   "data.on_too_long=shrink trains them (default: data.on_too_long; otherwise they are skipped)")
+    p.add_argument("--min-pixels", type=int)
+    p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
+    p.set_defaults(run=commands.data_show)
+
     p = data.add_parser("convert", help="write a dataset in the canonical messages JSONL form")
     source(p)
     p.add_argument("--to", default="messages", choices=["messages"])
@@ -199,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_third_party()
     try:
         return args.run(args) or 0
     except commands.USER_ERRORS as e:

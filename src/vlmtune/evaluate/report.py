@@ -93,14 +93,20 @@ def _delta_cell(base: Any, tuned: Any) -> str:
 
 
 def _metric_table(table: dict, sides: list[str]) -> str:
+    # "n": the samples each metric scored (a mixed grounding set scores boxes and text answers apart).
+    counted = any(isinstance(v, dict) and "n" in v for v in table.values())
     head = "<tr><th>metric</th>" + "".join(f"<th>{s}</th>" for s in sides)
-    head += "<th>delta</th></tr>" if "base" in sides else "</tr>"
+    head += ("<th>delta</th>" if "base" in sides else "") + ("<th>n</th>" if counted else "") + "</tr>"
     rows = []
     for name, values in table.items():
         values = values if isinstance(values, dict) else {"tuned": values}
+        if values.get("n") == 0:  # nothing scored: its value means nothing
+            values = {"n": 0}
         cells = "".join(f"<td>{_fmt(values.get(s))}</td>" for s in sides)
         if "base" in sides:
             cells += _delta_cell(values.get("base"), values.get("tuned"))
+        if counted:
+            cells += f"<td>{_esc(values.get('n', '–'))}</td>"
         rows.append(f"<tr><td>{_esc(name)}</td>{cells}</tr>")
     return '<h2>Metrics</h2>\n<table class="metrics">' + head + "".join(rows) + "</table>"
 

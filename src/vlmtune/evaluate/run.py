@@ -28,13 +28,21 @@ class Comparison:
     metrics: dict[str, dict[str, float]]
     """metric -> {"base": value, "tuned": value} ("base" absent when it was not run)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    """metric -> how many samples it scored: a metric skips the samples it does not apply to (IoU those
+    without a reference box, exact match those with one), so in a mixed set each counts its own."""
 
     @property
     def n(self) -> int:
         return len(self.rows)
 
+    def scored(self, name: str) -> int:
+        """Samples metric ``name`` scored (all of them for a metric without per-sample scores)."""
+        return self.counts.get(name, self.n)
+
     def to_json(self, **extra: Any) -> dict[str, Any]:
-        return {**extra, "n": self.n, "metrics": self.metrics}
+        metrics = {name: {**sides, "n": self.scored(name)} for name, sides in self.metrics.items()}
+        return {**extra, "n": self.n, "metrics": metrics}
 
     def write(self, out_dir: str | Path, loss_log: Path | None = None, report: bool = True, **extra: Any) -> Path:
         """``metrics.json``, ``predictions.jsonl`` and (with ``report``) ``report.html`` in ``out_dir``."""
@@ -51,10 +59,11 @@ class Comparison:
         return out_dir
 
     def summary(self) -> str:
-        lines = [f"{'metric':<22}{'base':>10}{'tuned':>10}  ({self.n} samples)"]
+        lines = [f"{'metric':<22}{'base':>10}{'tuned':>10}{'n':>7}  ({self.n} samples)"]
         for name, sides in self.metrics.items():
-            base = f"{sides['base']:.3f}" if "base" in sides else "-"
-            lines.append(f"{name:<22}{base:>10}{sides['tuned']:>10.3f}")
+            n = self.scored(name)
+            base, tuned = (f"{sides[s]:.3f}" if s in sides and n else "-" for s in ("base", "tuned"))
+            lines.append(f"{name:<22}{base:>10}{tuned:>10}{n:>7}")
         return "\n".join(lines)
 
 
@@ -85,12 +94,15 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
                        for i in range(len(samples))] for side in sides}
     table: dict[str, dict[str, float]] = {}
     per_sample: dict[str, dict[str, list]] = {}
+    counts: dict[str, int] = {}
     for name in metrics:
         metric = get_metric(name)
         for side in sides:
             result = metric.compute(examples[side])
             table.setdefault(name, {})[side] = result.value
             per_sample.setdefault(name, {})[side] = result.per_sample
+            if result.per_sample:  # whether a metric applies depends on the reference alone: any side's count
+                counts[name] = sum(score is not None for score in result.per_sample)
     rows = []
     for i, sample in enumerate(samples):
         row: dict[str, Any] = {"id": sample.id, "images": [str(p) for p in sample.images],
@@ -99,7 +111,7 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
         row["scores"] = {name: {side: per_sample[name][side][i] if per_sample[name][side] else None
                                 for side in sides} for name in metrics}
         rows.append(row)
-    return Comparison(table, rows)
+    return Comparison(table, rows, counts)
 
 
 def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:

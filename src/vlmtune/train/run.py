@@ -452,8 +452,8 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         load_best_model_at_end=bool(t.save_steps and evaluate_every),
         metric_for_best_model=f"eval_{t.best_by}" if t.save_steps and evaluate_every else None,
         greater_is_better=t.best_by != "loss",
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         optim=_optimizer(t.optimizer),
         seed=t.seed,
         data_seed=t.seed,

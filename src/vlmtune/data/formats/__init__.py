@@ -42,7 +42,11 @@ def _first_record(path: Path) -> Any:
 
 
 def get_reader(path: str | Path, format: str = "auto") -> Reader:
-    """The reader for ``format``, or the one that recognises the file when ``format`` is ``auto``."""
+    """The reader for ``format``, or the one that recognises the file when ``format`` is ``auto``.
+
+    An explicit ``format`` that cannot read the kind of file ``path`` is (a JSON format given a parquet, arrow,
+    CSV or dataset folder; the table or hf reader given another kind) is refused, naming the format that reads it.
+    """
     path = Path(path)
     if format != "auto":
         try:
@@ -52,12 +56,65 @@ def get_reader(path: str | Path, format: str = "auto") -> Reader:
     if not _source_exists(path):
         raise DataError(f"{path}: no such data file")
     if format != "auto":
+        detected = detect_reader(path)
+        kind = _file_kind(path)
+        # A reader that reads another kind of file finds nothing in this one: say what the file is, not that
+        # each of its records is broken.
+        if detected is not None and detected.name != reader.name and (
+                _READS_KIND.get(detected.name) or _READS_KIND.get(reader.name)):
+            raise DataError(f"{path}: this is {kind}, not {reader.name} data: set data.format: {detected.name} "
+                            "(or auto)")
         return reader
+    found = detect_reader(path)
+    if found is not None:
+        return found
+    raise DataError(f"{path}: format not recognised ({_first_record_shape(path)}); pass one of "
+                    f"{', '.join(reader_names())} explicitly")
+
+
+# Readers that recognise a file by its kind (suffix, folder layout), not by its records.
+_READS_KIND = {"hf": True, "table": True, "llamafactory": True}
+
+
+def detect_reader(path: Path) -> Reader | None:
+    """The first registered reader (most specific first) that recognises ``path``; None where none does."""
     record = _first_record(_file_part(path))
-    for reader in _READERS.values():
-        if reader.detect(path, record):
-            return reader
-    raise DataError(f"{path}: format not recognised; pass one of {', '.join(reader_names())} explicitly")
+    return next((reader for reader in _READERS.values() if reader.detect(path, record)), None)
+
+
+def _file_kind(path: Path) -> str:
+    file = _file_part(path)
+    if file.is_dir():
+        return "a folder (a Hugging Face save_to_disk dataset)"
+    kinds = {".parquet": "parquet", ".arrow": "arrow", ".csv": "CSV", ".tsv": "TSV", ".tab": "TSV",
+             ".jsonl": "JSON lines", ".json": "JSON"}
+    if file.name == "dataset_info.json" or "#" in str(path) and file != path:
+        return "a dataset registry (dataset_info.json)"
+    return kinds.get(file.suffix.lower(), f"a {file.suffix or 'suffix-less'} file")
+
+
+def _first_record_shape(path: Path) -> str:
+    """What the first record of ``path`` looks like, for a format nothing recognises."""
+    record = _first_record(_file_part(path))
+    if isinstance(record, dict):
+        keys = ", ".join(repr(k) for k in list(record)[:12]) + (", ..." if len(record) > 12 else "")
+        return f"the first record has keys {keys}" if record else "the first record is an empty object"
+    if record is not None:
+        return f"the first record is a JSON {type(record).__name__}, not an object"
+    if _file_part(path).suffix.lower() in (".json", ".jsonl"):
+        return "no JSON record could be read from it"
+    return f"{_file_kind(path)}, which no reader takes"
+
+
+def format_mismatch(path: str | Path, format: str) -> DataError | None:
+    """For an explicit ``format`` whose reader found nothing usable in ``path``: the error naming the format the
+    file looks like, where another reader recognises it; else None (the records' own problems say why)."""
+    if format == "auto":
+        return None
+    detected = detect_reader(Path(path))
+    if detected is None or detected.name == format:
+        return None
+    return DataError(f"{path} looks like {detected.name}, not {format}: set data.format: auto (or {detected.name})")
 
 
 def _file_part(path: Path) -> Path:
@@ -93,6 +150,10 @@ def read_dataset(path: str | Path, format: str = "auto", options: ReadOptions | 
     result = ReadResult(format=reader.name)
     for item in reader.read(Path(path), options or ReadOptions()):
         (result.problems if isinstance(item, RecordError) else result.samples).append(item)
+    if result.problems and not result.samples:
+        mismatch = format_mismatch(path, format)
+        if mismatch is not None:
+            raise mismatch
     return result
 
 
@@ -101,6 +162,8 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
     samples = []
     for item in read_records(path, format, options):
         if isinstance(item, RecordError):
+            if not samples:
+                raise format_mismatch(path, format) or item
             raise item
         samples.append(item)
     return samples
@@ -109,5 +172,5 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
 # Registration order is detection order: the most specific formats first.
 from . import gui_events, hf, llava, messages, qwen_tags, registry, sharegpt, table  # noqa: E402,F401
 
-__all__ = ["ReadOptions", "ReadResult", "Reader", "get_reader", "read_dataset", "read_records", "read_samples",
-           "reader_names", "register_reader"]
+__all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "read_dataset",
+           "read_records", "read_samples", "reader_names", "register_reader"]

@@ -76,10 +76,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "chart_qa": ("relaxed_accuracy", "exact_match"),
     "doc_vqa": ("anls", "exact_match"),
     "extraction": ("field_f1", "tree_accuracy", "exact_match"),
-    "grounding": ("iou", "accuracy_at_iou_0.5", "click_accuracy"),
+    "grounding": ("iou", "accuracy_at_iou_0.5", "click_accuracy", "exact_match"),
     "caption": ("bleu4", "rouge_l", "cider"),
 }
-"""Default metrics of each task type (``eval.task`` in the config)."""
+"""Default metrics of each task type (``eval.task`` in the config). Grounding sets often mix answers with boxes
+and text answers (GUI data): the grounding metrics score the first, exact match the second."""
 
 from . import caption, grounding, json_fields, text  # noqa: E402,F401  (register the metrics)
 

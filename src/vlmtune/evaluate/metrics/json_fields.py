@@ -2,7 +2,8 @@
 
 Both follow ``JSONParseEvaluator`` in clovaai/donut ``donut/util.py`` (MIT; Kim et al. 2022, "OCR-free Document
 Understanding Transformer"). The prediction and the first reference are parsed with :func:`json.loads`; a
-prediction that is not valid JSON is scored as an empty object (all reference fields missed).
+prediction that is not valid JSON is scored as an empty object (all reference fields missed); JSON in a markdown
+code fence (```json ... ```, as Qwen-VL models answer) is read from inside the fence.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from . import Example, Metric, MetricResult, mean_of, register_metric
 from ._optional import require
+from .fence import fenced
 
 Json = dict[str, Any] | list[Any]
 
@@ -56,10 +58,14 @@ def flatten_json(data: Any, key: str = "") -> list[tuple[str, str]]:
 
 
 def _parse(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return {}
+    for candidate in (text, fenced(text)):
+        if candidate is None:
+            continue
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            pass
+    return {}
 
 
 def _reference(example: Example) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from . import Example, Metric, MetricResult, mean_of, register_metric
 from ._optional import require
+from .fence import unfence
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -19,12 +20,16 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> float:
-    """1.0 when the normalised prediction equals the normalised reference, else 0.0."""
-    return float(normalize_answer(prediction) == normalize_answer(reference))
+    """1.0 when the normalised prediction equals the normalised reference, else 0.0. An answer wholly inside a
+    markdown code fence (```json ... ```) is compared by what the fence holds."""
+    return float(normalize_answer(unfence(prediction)) == normalize_answer(unfence(reference)))
 
 
 def _exact_match(examples: Sequence[Example]) -> MetricResult:
-    scores = [max(exact_match(e.prediction, r) for r in e.references) for e in examples]
+    # An answer with boxes or points is scored by the grounding metrics (IoU, click accuracy), not by its
+    # coordinates' text: a mixed set (GUI actions with boxes beside text answers) gets both kinds of score.
+    scores: list[float | None] = [None if e.ref_grounding else max(exact_match(e.prediction, r) for r in e.references)
+                                  for e in examples]
     return MetricResult(mean_of(scores), scores)
 
 

@@ -1,0 +1,43 @@
+"""Silence the third-party notices that tell a vlmtune user nothing they can act on, and nothing else.
+
+Each filter names one message of one library, so every other warning (vlmtune's own included) still shows:
+
+- DeepSpeed, imported by accelerate on any machine that has it, announces on stdout that it falls back to the CPU
+  accelerator where there is no GPU; vlmtune says what it runs on itself.
+- bitsandbytes, imported by PEFT, warns that an optional CPU kernel package for 4-bit matmuls is missing; vlmtune
+  runs 4-bit (QLoRA) on CUDA only.
+- transformers warns that an image processor falls back to its PIL backend without torchvision; vlmtune supports
+  that backend (``models/processor_compat.py``), with the same processing.
+- PEFT reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated: a FutureWarning on every
+  adapter, raised inside PEFT, not fixable by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_LOG_NOISE = {
+    "DeepSpeed": "Setting accelerator to CPU",
+    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",
+    "transformers.utils.import_utils": "requires torchvision (not installed); falling back to",
+}
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in str(record.msg)
+
+
+def quiet_third_party() -> None:
+    """Install the filters above (idempotent). Loggers need not exist yet: a library that creates one later gets
+    the same logger object, filter included."""
+    for name, fragment in _LOG_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.fragment == fragment for f in logger.filters):
+            logger.addFilter(_DropMessage(fragment))
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
