@@ -37,7 +37,7 @@ def test_fine_tuning_lifts_held_out_accuracy_from_chance_to_near_perfect(demo_ru
     assert len(rows) == 100 and {"id", "prompt", "reference", "base", "tuned", "scores"} <= rows[0].keys()
     assert sum(r["scores"]["exact_match"]["tuned"] for r in rows) / 100 == scores["tuned_accuracy"]
     eval_metrics = json.loads((demo / "run" / "eval" / "metrics.json").read_text())
-    expected = {"base": scores["base_accuracy"], "tuned": scores["tuned_accuracy"]}
+    expected = {"base": scores["base_accuracy"], "tuned": scores["tuned_accuracy"], "n": 100}
     assert eval_metrics["metrics"]["exact_match"] == expected
     assert (demo / "run" / "eval" / "report.html").is_file()
 
