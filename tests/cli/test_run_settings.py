@@ -43,7 +43,7 @@ def test_eval_next_to_a_run_adapter_reproduces_the_runs_own_evaluation(run, tmp_
     assert f"following the run config {run_dir / 'config.yaml'} (found next to --adapter)" in capsys.readouterr().err
     in_run, standalone = (json.loads((d / "metrics.json").read_text()) for d in (run_dir / "eval", tmp_path / "out"))
     assert standalone == in_run  # task, model, adapter, n and every metric, base and tuned
-    assert in_run["n"] == 6 and set(in_run["metrics"]["exact_match"]) == {"base", "tuned"}
+    assert in_run["n"] == 6 and set(in_run["metrics"]["exact_match"]) == {"base", "tuned", "n"}
     rows = _rows(tmp_path / "out" / "predictions.jsonl")
     assert rows == _rows(run_dir / "eval" / "predictions.jsonl")
     assert any(r["base"] != r["tuned"] for r in rows)
