@@ -150,7 +150,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import logging
 
-    from ..export import export_adapter, export_merged, require_adapter
+    from ..export import SETTINGS_FILE, export_adapter, export_merged, require_adapter
     from ..models import family_of
 
     adapter = require_adapter(args.adapter)  # before any model is read
@@ -159,16 +159,19 @@ def export(args: argparse.Namespace) -> int:
         log.warning("export: --dtype applies to --merge only; ignored")
     if args.base_model_name and args.merge:
         log.warning("export: --base-model-name applies to the adapter export only; ignored with --merge")
+    min_pixels, max_pixels, image_size = image_settings(args, str(adapter))
+    settings = {"min_pixels": min_pixels, "max_pixels": max_pixels, "image_size": image_size}
     if args.merge:
-        out = export_merged(args.model, adapter, args.output, args.dtype)
+        out = export_merged(args.model, adapter, args.output, args.dtype, **settings)
         print(f"merged model written to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
         return 0
     # A run directory written by `vlmtune train` holds the adapter next to config.yaml and metrics.json.
     run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
     model = Path(args.model)
     base = args.base_model_name or (str(model.resolve()) if model.is_dir() else args.model)
-    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(args.model))
-    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, README.md)")
+    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(args.model), **settings)
+    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, README.md, "
+          f"{SETTINGS_FILE})")
     return 0
 
 
