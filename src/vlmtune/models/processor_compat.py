@@ -165,8 +165,14 @@ def carry_video_settings(processor: Any, model: str | Path, video_processor_clas
     settings = {k: v for k, v in settings.items() if k not in ("image_processor_type", "processor_class")}
     if "video_processor_type" not in settings and video_processor_class:
         settings["video_processor_type"] = video_processor_class
-    if settings.get("video_processor_type") in _SIZE_FROM_PIXEL_LIMITS and isinstance(settings.get("size"), dict):
-        limits = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        settings["size"] = {**settings["size"], **{k: v for k, v in limits.items() if v is not None}}
+    if settings.get("video_processor_type") in _SIZE_FROM_PIXEL_LIMITS:
+        limits = (("min_pixels", "shortest_edge", min_pixels), ("max_pixels", "longest_edge", max_pixels))
+        for key, edge, value in limits:
+            if value is None:
+                continue
+            if key in settings:  # a legacy file's own limit, which the class would apply over its size
+                settings[key] = value
+            if isinstance(settings.get("size"), dict):
+                settings["size"] = {**settings["size"], edge: value}
     processor.video_processor_settings = settings
     return processor
