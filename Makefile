@@ -1,16 +1,19 @@
-# `make demo` and `make test` set everything up on a fresh machine: a virtual environment, a torch that fits
-# the machine (the CPU build where there is no GPU), vlmtune and its test tools.
+# `make demo` and `make test` set everything up on a fresh machine: a virtual environment, torch and torchvision,
+# vlmtune and its test tools.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Where no NVIDIA GPU is present, the CPU build of torch (a multi-GB CUDA build would be useless there).
-TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
+# torch with torchvision, as on a user's machine: the folders vlmtune writes are tested to load with plain
+# transformers, whose Qwen-VL, LLaVA-OneVision, SmolVLM and InternVL processors need torchvision (the tests without
+# it hide it in a subprocess). One pair for every machine: these are CUDA builds (about 5.5 GB), which also run on
+# CPU; the CPU wheel of torch 2.13 has no working torchvision on PyPI.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup browser demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e ".[dev]"
 	$(DEEPSPEED_INSTALL)
 	touch $@

@@ -15,7 +15,7 @@ from transformers.utils import is_torchvision_available
 from vlmtune.cli.main import main
 from vlmtune.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig, dump_config
 from vlmtune.data import ImagePart, Message, Renderer, Sample, TextPart
-from vlmtune.export import check_vllm_compatible, export_adapter, export_merged
+from vlmtune.export import SETTINGS_FILE, check_vllm_compatible, export_adapter, export_merged
 from vlmtune.models import get_family, load_model, load_processor
 from vlmtune.train import apply_lora
 
@@ -96,7 +96,8 @@ def test_exported_adapter_is_clean_loads_with_peft_and_carries_a_model_card(run,
     base, run_dir = run
     out = export_adapter(run_dir / "adapter", tmp_path / "adapter", run_dir, base_model="Qwen/Qwen2.5-VL-7B-Instruct",
                          spec=get_family(FAMILY))
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                     SETTINGS_FILE]
 
     config = json.loads((out / "adapter_config.json").read_text())
     original = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
@@ -154,6 +155,56 @@ def test_export_command(run, tmp_path, capsys):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["dtype"] == "bfloat16"
     with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt") as f:
         assert f.get_tensor("lm_head.weight").dtype == torch.bfloat16
+
+
+def test_exports_record_the_image_settings_the_run_trained_with(run, tmp_path, capsys, caplog):
+    base, plain_run = run
+    trained = tmp_path / "run"
+    (trained / "adapter").mkdir(parents=True)
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        (trained / "adapter" / file).write_bytes((plain_run / "adapter" / file).read_bytes())
+    config = yaml.safe_load((plain_run / "config.yaml").read_text())
+    config["data"].update(min_pixels=3136, max_pixels=200704, image_size=[224, 160])
+    (trained / "config.yaml").write_text(yaml.safe_dump(config))
+    settings = {"min_pixels": 3136, "max_pixels": 200704, "image_size": [224, 160]}
+
+    assert main(["export", "--model", str(base), "--adapter", str(trained / "adapter"), "-o", str(tmp_path / "a"),
+                 "--base-model-name", "org/base"]) == 0
+    assert f"README.md, {SETTINGS_FILE})" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / SETTINGS_FILE).read_text()) == settings
+    card = (tmp_path / "a" / "README.md").read_text()
+    for text in ("## Image settings", "Trained with `min_pixels=3136, max_pixels=200704`",
+                 "processor = AutoProcessor.from_pretrained('org/base', min_pixels=3136, max_pixels=200704)",
+                 "--max-lora-rank 8 --mm-processor-kwargs '{\"min_pixels\": 3136, \"max_pixels\": 200704}'",
+                 "stretched to 224 x 160 pixels before the processor", f"Machine-readable in `{SETTINGS_FILE}`"):
+        assert text in card, text
+
+    # Options given on the command line win over the run folder's.
+    assert main(["export", "--model", str(base), "--adapter", str(trained / "adapter"), "-o", str(tmp_path / "b"),
+                 "--min-pixels", "784", "--max-pixels", "50176", "--image-size", "64", "64"]) == 0
+    assert json.loads((tmp_path / "b" / SETTINGS_FILE).read_text()) == {"min_pixels": 784, "max_pixels": 50176,
+                                                                       "image_size": [64, 64]}
+
+    caplog.clear()
+    assert main(["export", "--model", str(base), "--adapter", str(trained / "adapter"), "-o", str(tmp_path / "m"),
+                 "--merge", "--dtype", "fp32"]) == 0
+    assert json.loads((tmp_path / "m" / SETTINGS_FILE).read_text()) == settings
+    size = json.loads((tmp_path / "m" / "processor_config.json").read_text())["image_processor"]["size"]
+    assert size == {"shortest_edge": 3136, "longest_edge": 200704}  # plain AutoProcessor sees the run's limits
+    assert "stretched every image to 224 x 160 pixels before the processor" in caplog.text
+    assert "no processor setting does that" in caplog.text
+
+
+def test_adapter_image_settings_from_a_run_without_any_and_without_a_run(run, tmp_path):
+    _, run_dir = run
+    out = export_adapter(run_dir / "adapter", tmp_path / "a", run_dir, spec=get_family(FAMILY))
+    assert json.loads((out / SETTINGS_FILE).read_text()) == {"min_pixels": None, "max_pixels": None,
+                                                            "image_size": None}
+    assert "Trained with the base processor's own image settings." in (out / "README.md").read_text()
+
+    out = export_adapter(run_dir / "adapter", tmp_path / "b", spec=get_family(FAMILY))
+    assert not (out / SETTINGS_FILE).exists()  # nothing known: no file a server would take for the base's own
+    assert "## Image settings\n\nNot recorded (exported without its run folder)." in (out / "README.md").read_text()
 
 
 @pytest.mark.parametrize("case", ["missing adapter", "output not empty"])

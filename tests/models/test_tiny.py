@@ -42,7 +42,9 @@ def test_tiny_model_round_trip(family, tiny_dir):
     assert n_image_tokens == int(inputs["image_grid_thw"].prod()) // 4  # 2x2 spatial merge
     reloaded = load_model(folder)
     with torch.no_grad():
-        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits)
+        # load_model runs the patch embedding as one matrix multiply (models/kernels.py): the same sums in another
+        # order, which moves a logit by about 1e-5 with torch 2.14 (tests/models/test_kernels.py checks that layer).
+        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, rtol=1e-5, atol=5e-5)
 
 
 def test_image_token_ids_are_resolved_by_name(tiny_dir):

@@ -183,13 +183,13 @@ def evaluate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import logging
 
-    from ..export import require_adapter
+    from ..export import SETTINGS_FILE, require_adapter
     from .settings import resolve
 
     adapter = require_adapter(args.adapter)  # before any model is read
-    # The run config matters for the base when --model is not given, and for the merged processor's pixels.
-    settings = resolve(args, ("model",), say=args.merge or not args.model)
-    model_path, d = settings.require_model(), settings.cfg.data
+    # The run config names the base when --model is not given, and the image settings the run trained with.
+    resolved = resolve(args, ("model", "min_pixels", "max_pixels", "image_size"), say=args.merge or not args.model)
+    model_path, d = resolved.require_model(), resolved.cfg.data
     from ..export import export_adapter, export_merged
     from ..models import family_of
 
@@ -198,18 +198,19 @@ def export(args: argparse.Namespace) -> int:
         log.warning("export: --dtype applies to --merge only; ignored")
     if args.base_model_name and args.merge:
         log.warning("export: --base-model-name applies to the adapter export only; ignored with --merge")
+    settings = {"min_pixels": d.min_pixels, "max_pixels": d.max_pixels, "image_size": d.image_size}
     if args.merge:
         # The merged folder's processor shows images as the run trained on them.
-        out = export_merged(model_path, adapter, args.output, args.dtype, min_pixels=d.min_pixels,
-                            max_pixels=d.max_pixels)
+        out = export_merged(model_path, adapter, args.output, args.dtype, **settings)
         print(f"merged model written to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
         return 0
     # A run directory written by `vlmtune train` holds the adapter next to config.yaml and metrics.json.
     run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
     model = Path(model_path)
     base = args.base_model_name or (str(model.resolve()) if model.is_dir() else model_path)
-    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(model_path))
-    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, README.md)")
+    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(model_path), **settings)
+    written = "README.md" + (f", {SETTINGS_FILE}" if (out / SETTINGS_FILE).is_file() else "")
+    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, {written})")
     return 0
 
 

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="merge the adapter into the base: a full checkpoint")
     p.add_argument("--base-model-name", help="base named in the exported adapter, e.g. the hub id (default: --model)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="merged weights' dtype (default: the base's)")
+    p.add_argument("--min-pixels", type=int, help="image settings the run trained with (default: the run folder's)")
+    p.add_argument("--max-pixels", type=int)
+    _image_size_option(p)
     p.set_defaults(run=commands.export)
 
     p = sub.add_parser("bench", help="measure training speed and memory (and the common recipe's with --baseline)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..models import FamilySpec, family_of
 from .card import model_card
 from .folders import ADAPTER_FILES, _refuse_non_empty, require_adapter
+from .settings import ImageSettings
 from .vllm import check_vllm_compatible
 
 __all__ = ["ADAPTER_FILES", "export_adapter", "require_adapter"]
@@ -18,12 +20,17 @@ log = logging.getLogger("vlmtune")
 
 
 def export_adapter(adapter_dir: str | Path, out_dir: str | Path, run_dir: str | Path | None = None,
-                   base_model: str | None = None, spec: FamilySpec | None = None) -> Path:
-    """Write a clean adapter folder: adapter_config.json, adapter_model.safetensors and a README.md model card.
+                   base_model: str | None = None, spec: FamilySpec | None = None, *, min_pixels: int | None = None,
+                   max_pixels: int | None = None, image_size: Sequence[int] | None = None) -> Path:
+    """Write a clean adapter folder: adapter_config.json, adapter_model.safetensors, a README.md model card and
+    the image settings the run trained with (``SETTINGS_FILE``, when known).
 
     ``base_model`` replaces the adapter's ``base_model_name_or_path`` (e.g. a hub id instead of the training
     machine's path). ``run_dir`` (with config.yaml, metrics.json) fills the card's data, metrics and
     hyperparameters. ``spec`` enables the vLLM check; without it the family is read from a local base folder.
+    ``min_pixels``, ``max_pixels``, ``image_size``: the run's data settings (None: the base processor's own), in the
+    card and the settings file, which is written when ``run_dir`` or a setting is given; the CLI reads them from
+    the run folder.
     """
     adapter = require_adapter(adapter_dir)
     _refuse_non_empty(out_dir)
@@ -49,7 +56,11 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path, run_dir: str | 
     for problem in problems or []:
         log.warning("export: vLLM: %s", problem)
     run = Path(run_dir) if run_dir is not None else None
-    (out / "README.md").write_text(model_card(config, out.name, run, problems, spec))
+    image = None
+    if run is not None or any(v is not None for v in (min_pixels, max_pixels, image_size)):
+        image = ImageSettings.of(min_pixels, max_pixels, image_size)
+        image.write(out)
+    (out / "README.md").write_text(model_card(config, out.name, run, problems, spec, image))
     return out
 
 

@@ -9,13 +9,16 @@ from typing import Any
 import yaml
 
 from ..models import FamilySpec
+from .settings import ImageSettings
 from .vllm import _VLLM_RANKS
 
 
 def model_card(config: dict[str, Any], name: str, run_dir: Path | None = None, vllm_problems: list[str] | None = None,
-               spec: FamilySpec | None = None) -> str:
-    """README.md of an exported adapter: hub front matter, data, metrics, hyperparameters, loading and serving."""
+               spec: FamilySpec | None = None, image: ImageSettings | None = None) -> str:
+    """README.md of an exported adapter: hub front matter, data, metrics, hyperparameters, the image settings it was
+    trained with (``image``; None: not recorded), loading and serving."""
     base = config.get("base_model_name_or_path") or "BASE_MODEL"
+    kwargs = image.processor_kwargs() if image else {}
     run_config = _read(run_dir, "config.yaml", yaml.safe_load)
     metrics = _read(run_dir, "metrics.json", json.loads)
     family = (spec.name if spec else None) or metrics.get("family")
@@ -32,16 +35,18 @@ def model_card(config: dict[str, Any], name: str, run_dir: Path | None = None, v
         "## Training data", "", *_data_lines(run_dir, run_config), "",
         "## Results", "", *_metric_lines(run_dir, metrics), "",
         "## Hyperparameters", "", *_hyperparameter_lines(config, run_config), "",
+        "## Image settings", "",
+        *(image.card_lines(base) if image else [_not_recorded(run_dir, "config.yaml")]), "",
         "## Load with PEFT", "", "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForImageTextToText, AutoProcessor", "",
         f"base = AutoModelForImageTextToText.from_pretrained({base!r})",
         f"model = PeftModel.from_pretrained(base, {('path/to/' + name)!r})",
-        f"processor = AutoProcessor.from_pretrained({base!r})",
+        f"processor = AutoProcessor.from_pretrained({base!r}{''.join(f', {k}={v}' for k, v in kwargs.items())})",
         "```", "",
         "## Serve with vLLM", "", "```",
         f"vllm serve {base} --enable-lora --lora-modules {name}=path/to/{name} --max-lora-rank "
-        f"{_vllm_rank(rank)}", "```", "",
+        f"{_vllm_rank(rank)}" + (f" --mm-processor-kwargs '{json.dumps(kwargs)}'" if kwargs else ""), "```", "",
         "A request names the adapter as its model:", "", "```",
         f"curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{_request(name)}'",
         "```", "",

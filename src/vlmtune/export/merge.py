@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -10,14 +12,21 @@ from transformers import AutoConfig
 
 from ..models import family_of, load_model, load_processor, resolve_dtype
 from .folders import _refuse_non_empty, require_adapter
+from .settings import ImageSettings
 from .vllm import _tensor_names
+
+log = logging.getLogger("vlmtune")
 
 
 def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
-                  dtype: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None) -> Path:
-    """Merge the adapter into the base and write a plain transformers checkpoint (safetensors, processor,
-    generation config). ``dtype`` (fp32, bf16, fp16) defaults to the base checkpoint's own; ``min_pixels`` /
-    ``max_pixels`` (the run's) replace the base processor's pixel limits in the written processor."""
+                  dtype: str | None = None, *, min_pixels: int | None = None, max_pixels: int | None = None,
+                  image_size: Sequence[int] | None = None) -> Path:
+    """Merge the adapter into the base and write a plain transformers checkpoint (safetensors, processor with its
+    video-processor settings, generation config). ``dtype`` (fp32, bf16, fp16) defaults to the base checkpoint's own.
+
+    ``min_pixels`` / ``max_pixels``: the run's pixel limits, saved in the processor so that plain ``AutoProcessor``
+    gives images the training resolution. ``image_size`` cannot be a processor setting: a warning says so. All three
+    are also recorded in ``SETTINGS_FILE``."""
     from peft import PeftModel
 
     adapter = require_adapter(adapter_dir)
@@ -29,8 +38,12 @@ def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)  # transformers 5 writes safetensors only (no safe_serialization switch)
-    # Our loader, so the processor saves without torchvision; the folder still names the real class.
+    # Our loader, so the processor saves without torchvision with the base's video settings and the real class name.
     load_processor(model_dir, spec, min_pixels, max_pixels).save_pretrained(out)
+    image = ImageSettings.of(min_pixels, max_pixels, image_size)
+    image.write(out)
+    if note := image.stretch_note():
+        log.warning("export: %s", note)
     _check_merged(out, architectures)
     return out
 

@@ -82,9 +82,12 @@ def _num_crops(processor: Any, size: tuple[int, int]) -> int:
     if not processor.images_kwargs.get("do_pan_and_scan"):
         return 0
     width, height = size
-    # The image processor's own rule, run on a stand-in of the right shape (no pixels are allocated).
+    # The image processor's own rule, run on a stand-in of the right shape (no pixels are allocated). The PIL
+    # backend (no torchvision) calls it pan_and_scan, the torchvision one pan_and_scan_batched; both only slice.
     stand_in = np.broadcast_to(np.uint8(0), (3, height, width))
-    return len(processor.image_processor.pan_and_scan(stand_in, **setting))
+    image_processor = processor.image_processor
+    rule = getattr(image_processor, "pan_and_scan", None) or image_processor.pan_and_scan_batched
+    return len(rule(stand_in, **setting))
 
 
 def _image_text(processor: Any, size: tuple[int, int]) -> str:

@@ -101,7 +101,8 @@ SMOLVLM = register_family(FamilySpec(
     # SmolVLMProcessor reads its image tokens from these tokenizer attributes (tokenizer_config.json).
     named_special_tokens={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
                           "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"},
-    tokenizer_class="GPT2Tokenizer", image_processor_class="SmolVLMImageProcessor", pad_token="<|im_end|>",
+    tokenizer_class="GPT2Tokenizer", image_processor_class="SmolVLMImageProcessor",
+    video_processor_class="SmolVLMVideoProcessor", pad_token="<|im_end|>",
     tiny_tokenizer={"bos_token": "<|im_start|>"}, tiny_config=_tiny_smolvlm,
     image_placeholder_text=smolvlm_image_text,
     source="https://huggingface.co/HuggingFaceTB/SmolVLM2-256M-Video-Instruct", **_COMMON,

@@ -65,7 +65,8 @@ INTERNVL = register_family(FamilySpec(
         "OpenGVLab/InternVL3-1B-hf chat_template.jinja (481 bytes, '<IMG_CONTEXT>\\n' per image); the same text as "
         "chat_template in huggingface/transformers models/internvl/convert_internvl_weights_to_hf.py"),
     special_tokens=_SPECIAL_TOKENS, named_special_tokens=_NAMED_TOKENS, tokenizer_class="Qwen2Tokenizer",
-    image_processor_class="GotOcr2ImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    image_processor_class="GotOcr2ImageProcessor", video_processor_class="InternVLVideoProcessor",
+    eos_token="<|im_end|>", pad_token="<|endoftext|>",
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=VISION_TOWER_COMPONENTS,
     language_lora_targets=DECODER_LORA_TARGETS,

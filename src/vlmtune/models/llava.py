@@ -128,7 +128,8 @@ LLAVA_ONEVISION = register_family(FamilySpec(
     template_source=("llava-hf/llava-onevision-qwen2-7b-ov-hf chat_template.json, as in huggingface/transformers "
                      "tests/models/llava_onevision/test_processing_llava_onevision.py prepare_processor_dict"),
     special_tokens=_ONEVISION_SPECIAL_TOKENS, tokenizer_class="Qwen2Tokenizer",
-    image_processor_class="LlavaOnevisionImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    image_processor_class="LlavaOnevisionImageProcessor",
+    video_processor_class="LlavaOnevisionVideoProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
     # The header of rendered turns, " \n" included (one Qwen2 pre-token): only the answer and <|im_end|> train.
     assistant_header="<|im_start|>assistant \n", turn_end="<|im_end|>",
     components={**VISION_TOWER_COMPONENTS, "projector": ("model.multi_modal_projector", "model.image_newline")},

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .infer import infer_spec, with_components
 from .kernels import fast_kernels
-from .processor_compat import processor_class
+from .processor_compat import carry_video_settings, processor_class
 from .registry import UnknownFamilyError, get_family
 from .spec import FamilySpec
 
@@ -69,7 +69,8 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
     # folder names a class it no longer has (older Qwen2.5-VL folders: Qwen2_5_VLImageProcessor); the folder's own
     # settings (its pixel limits) still apply.
     config = AutoConfig.from_pretrained(str(model))
-    return processor_class(spec.processor_class).from_pretrained(str(model), config=config, **kwargs)
+    processor = processor_class(spec.processor_class).from_pretrained(str(model), config=config, **kwargs)
+    return carry_video_settings(processor, model, spec.video_processor_class, min_pixels, max_pixels)
 
 
 def load_model(model: str | Path, dtype: torch.dtype = torch.float32, quantization_config: Any = None,

@@ -60,7 +60,8 @@ QWEN3_5 = register_family(FamilySpec(
     template_source=("Qwen/Qwen3.5-27B chat_template, shipped by Qwen3.5-4B and larger (trl 1.16 "
                      "trl/chat_templates/qwen3_5_think.jinja)"),
     special_tokens=_QWEN3_SPECIAL_TOKENS, tokenizer_class="Qwen3_5Tokenizer",
-    image_processor_class="Qwen2VLImageProcessor", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    image_processor_class="Qwen2VLImageProcessor", video_processor_class="Qwen3VLVideoProcessor",
+    eos_token="<|im_end|>", pad_token="<|endoftext|>",
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     answer_prefix="<think>\n\n</think>\n\n", chat_template_kwargs={"enable_thinking": False},
     components={

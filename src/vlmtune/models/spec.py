@@ -63,6 +63,9 @@ class FamilySpec:
     """Pixel limits of the published checkpoints' processors (0: the family has none)."""
     image_processor_class: str = ""
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
+    video_processor_class: str = ""
+    """transformers video-processor class of the published processor ('' where it has none). A folder vlmtune
+    writes carries its settings even without torchvision, which that class needs (``processor_compat``)."""
     tokenizer_class: str = "PreTrainedTokenizerFast"
     """transformers tokenizer class the published checkpoints use."""
     text_tokens: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig
 
-from .processor_compat import processor_class
+from .processor_compat import new_processor, video_processor_defaults
 from .spec import FamilySpec
 
 _WORDS = (
@@ -80,6 +80,17 @@ def _sentencepiece_tokenizer(spec: FamilySpec, vocab_size: int):
     return tokenizer_cls(vocab=vocab, merges=[tuple(m) for m in trained["merges"]], **_tokenizer_kwargs(spec))
 
 
+def tiny_video_processor(spec: FamilySpec) -> dict | None:
+    """Settings of the tiny model's video processor: the family's real defaults, with the tiny image processor's
+    frame size and normalisation where the video processor has the same setting (a frame goes through the same
+    tiny vision tower as an image). None for a family whose processor has no video processor."""
+    if not spec.video_processor_class:
+        return None
+    defaults = video_processor_defaults(spec.video_processor_class)
+    shared = {k: v for k, v in spec.tiny_image_processor.items() if k in defaults}
+    return video_processor_defaults(spec.video_processor_class, shared)
+
+
 def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random-init checkpoint of ``spec``'s real model class to ``out_dir``."""
     out = Path(out_dir)
@@ -89,9 +100,9 @@ def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
     ids["__vocab_size__"] = len(tokenizer)
 
     image_processor = getattr(transformers, spec.image_processor_class)(**spec.tiny_image_processor)
-    processor = processor_class(spec.processor_class)(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=spec.read_chat_template(),
-        **spec.tiny_processor)
+    processor = new_processor(
+        spec.processor_class, tiny_video_processor(spec), image_processor=image_processor, tokenizer=tokenizer,
+        chat_template=spec.read_chat_template(), **spec.tiny_processor)
     processor.save_pretrained(out)
 
     torch.manual_seed(seed)
