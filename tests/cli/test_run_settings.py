@@ -72,15 +72,21 @@ def test_predict_answers_as_the_runs_evaluation_did(run, capsys):
     assert "following the run config" in captured.err
 
 
-def test_eval_loads_the_weights_in_the_runs_dtype(run, tmp_path):
-    """The bf16 run's answers come back only with bf16 weights: fp32 ones (eval's old load) answer otherwise."""
+def test_eval_loads_the_weights_in_the_runs_dtype(run, tmp_path, monkeypatch):
+    """eval holds the weights in the run's model.dtype (its old load was always fp32), unless an override says."""
+    from vlmtune.cli import commands
+
     run_dir, val = run
-    in_run = [r["tuned"] for r in _rows(run_dir / "eval" / "predictions.jsonl")]
-    assert main(["eval", "--adapter", str(run_dir / "adapter"), "--data", str(val), "-o", str(tmp_path / "out"),
-                 "--no-progress", "--no-compare-base", "model.dtype=fp32"]) == 0
-    as_fp32 = [r["tuned"] for r in _rows(tmp_path / "out" / "predictions.jsonl")]
     trained_in = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["dtype"]
-    assert (as_fp32 == in_run) == (trained_in == "fp32")
+    loaded, load = [], commands.load_for_inference
+    monkeypatch.setattr(commands, "load_for_inference", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
+    for dtype, out in ((None, "same"), ("fp32", "fp32")):
+        overrides = [f"model.dtype={dtype}"] if dtype else []
+        assert main(["eval", "--adapter", str(run_dir / "adapter"), "--data", str(val), "-o", str(tmp_path / out),
+                     "--no-progress", "--no-compare-base", *overrides]) == 0
+    # The base weights; PEFT keeps the adapter's own in fp32 either way.
+    held = [{str(p.dtype) for n, p in model.named_parameters() if "lora_" not in n} for model in loaded]
+    assert held == [{"torch.bfloat16" if trained_in == "bf16" else "torch.float32"}, {"torch.float32"}]
 
 
 @pytest.fixture
