@@ -15,6 +15,8 @@ Each filter names one message of one library, so every other warning (vlmtune's 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 _LOG_NOISE = {
@@ -41,3 +43,13 @@ def quiet_third_party() -> None:
         if not any(isinstance(f, _DropMessage) and f.fragment == fragment for f in logger.filters):
             logger.addFilter(_DropMessage(fragment))
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars from transformers and the hub client (loading weights, writing shards) where the user asked
+    for none (``--no-progress``, ``train.progress: false``): logs and CI output stay one line per fact."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when the hub client is imported
+    if "transformers" in sys.modules:  # already imported: switch its bars off directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

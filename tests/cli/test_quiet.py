@@ -12,7 +12,8 @@ from tests.conftest import write_jsonl
 NOISE = ("Setting accelerator to CPU",           # DeepSpeed, on stdout, on a machine without a GPU
          "gemm_4bit_forward",                    # bitsandbytes' optional CPU kernel package
          "requires torchvision (not installed)",  # transformers' PIL image-processor fallback
-         "FutureWarning", "DeprecationWarning")   # e.g. TrainingArguments(gradient_checkpointing=...), PEFT's reads
+         "FutureWarning", "DeprecationWarning",   # e.g. TrainingArguments(gradient_checkpointing=...), PEFT's reads
+         "Loading weights")                       # transformers' progress bar, with progress off
 
 
 def _qa(image: str, answer: str) -> dict:

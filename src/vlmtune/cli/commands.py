@@ -22,6 +22,10 @@ def train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if not args.dry_run:
         check_config(cfg)
+    if not cfg.train.progress:
+        from ..quiet import quiet_progress_bars
+
+        quiet_progress_bars()
     from ..train import build_model
     from ..train import train as run_training
     from ..train.lora import format_table, parameter_table

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..evaluate.metrics import TASK_METRICS
-from ..quiet import quiet_third_party
+from ..quiet import quiet_progress_bars, quiet_third_party
 from . import commands
 
 
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_third_party()
+    if getattr(args, "no_progress", False):
+        quiet_progress_bars()
     try:
         return args.run(args) or 0
     except commands.USER_ERRORS as e:
