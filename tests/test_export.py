@@ -12,12 +12,12 @@ from safetensors import safe_open
 from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
+from tests.export.ecosystem import make_run
 from vlmtune.cli.main import main
-from vlmtune.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig, dump_config
+from vlmtune.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig
 from vlmtune.data import ImagePart, Message, Renderer, Sample, TextPart
 from vlmtune.export import SETTINGS_FILE, check_vllm_compatible, export_adapter, export_merged
 from vlmtune.models import get_family, load_model, load_processor
-from vlmtune.train import apply_lora
 
 FAMILY = "qwen2_5_vl"
 METRICS = {"train_loss": 0.4321, "steps": 12, "val_loss": 0.5678, "val_accuracy": 0.93, "family": FAMILY}
@@ -26,19 +26,12 @@ METRICS = {"train_loss": 0.4321, "steps": 12, "val_loss": 0.5678, "val_accuracy"
 @pytest.fixture(scope="module")
 def run(tiny_dir, tmp_path_factory) -> tuple[Path, Path]:
     """(base folder, run folder) with a LoRA adapter whose B weights are non-zero, as after training."""
-    base, spec = tiny_dir(FAMILY), get_family(FAMILY)
+    base = tiny_dir(FAMILY)
     run = tmp_path_factory.mktemp("export_run")
     cfg = Config(model=ModelConfig(path=str(base)), data=DataConfig(train="data/train.jsonl", val="data/val.jsonl"),
                  lora=LoraConfig(r=4, alpha=8, dropout=0.05), train=TrainConfig(lr=3e-4, epochs=2, batch_size=2,
                                                                               grad_accum=4, output_dir=str(run)))
-    model = apply_lora(load_model(base), spec, cfg.lora)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    model.save_pretrained(run / "adapter")
-    dump_config(cfg, run / "config.yaml")
+    make_run(base, FAMILY, run, cfg)
     (run / "metrics.json").write_text(json.dumps(METRICS))
     (run / "train.log").write_text("final metrics\n")
     return base, run

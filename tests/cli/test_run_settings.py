@@ -141,29 +141,28 @@ def test_command_options_win_over_the_config_and_overrides(table, tmp_path, caps
     assert "--max-length: Input should be greater than 0 (got 0)" in capsys.readouterr().err
 
 
-def test_dora_run_names_its_adapter_in_the_eval_output(tiny_dir, tmp_path):
-    files = make_demo_data(tmp_path / "data", n_train=4, n_val=2)
+def _train_tiny(tiny_dir, tmp_path, max_new_tokens: int, n_val: int, **train) -> Path:
+    """A short run of the tiny Qwen2-VL on demo data, with its end-of-run evaluation; returns the run folder."""
+    files = make_demo_data(tmp_path / "data", n_train=4, n_val=n_val)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
         "model": {"path": str(tiny_dir("qwen2_vl"))}, "data": {"train": str(files["train"]), "val": str(files["val"])},
-        "train": {"output_dir": str(tmp_path / "run"), "method": "dora", "max_steps": 1, "batch_size": 2,
-                  "progress": False, "report_to": "none"},
-        "eval": {"max_new_tokens": 2}}))
+        "train": {"output_dir": str(tmp_path / "run"), "batch_size": 2, "progress": False, "report_to": "none",
+                  **train},
+        "eval": {"max_new_tokens": max_new_tokens}}))
     assert main(["train", str(config)]) == 0
+    return tmp_path / "run"
+
+
+def test_dora_run_names_its_adapter_in_the_eval_output(tiny_dir, tmp_path):
+    _train_tiny(tiny_dir, tmp_path, max_new_tokens=2, n_val=2, method="dora", max_steps=1)
     adapter = str(tmp_path / "run" / "adapter")
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["adapter"] == adapter
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
 
 
 def test_eval_of_a_full_fine_tune_compares_with_the_checkpoint_the_run_started_from(tiny_dir, tmp_path):
-    files = make_demo_data(tmp_path / "data", n_train=4, n_val=3)
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"path": str(tiny_dir("qwen2_vl"))}, "data": {"train": str(files["train"]), "val": str(files["val"])},
-        "train": {"output_dir": str(tmp_path / "run"), "method": "full", "max_steps": 2, "batch_size": 2,
-                  "lr": 1e-3, "progress": False, "report_to": "none"},
-        "eval": {"max_new_tokens": 3}}))
-    assert main(["train", str(config)]) == 0
+    _train_tiny(tiny_dir, tmp_path, max_new_tokens=3, n_val=3, method="full", max_steps=2, lr=1e-3)
     assert main(["eval", "--model", str(tmp_path / "run" / "model"), "-o", str(tmp_path / "out"),
                  "--no-progress"]) == 0
     in_run = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())

@@ -52,11 +52,11 @@ def image_token_count(folder: Path, image: Path, family: str, **processor_kwargs
     return int((inputs["input_ids"] == image_token_id).sum())
 
 
-def make_run(base: Path, family: str, run: Path, **data) -> Path:
-    """``run`` as ``vlmtune train`` leaves it: config.yaml (with ``data`` settings) and an adapter whose B weights are
-    non-zero, as after training."""
-    cfg = Config(model=ModelConfig(path=str(base)), data=DataConfig(train="data/train.jsonl", **data),
-                 lora=LoraConfig(r=4, alpha=8), train=TrainConfig(output_dir=str(run)))
+def make_run(base: Path, family: str, run: Path, cfg: Config | None = None, **data) -> Path:
+    """``run`` as ``vlmtune train`` leaves it: config.yaml (``cfg``, or one with ``data`` settings) and an adapter whose
+    B weights are non-zero, as after training."""
+    cfg = cfg or Config(model=ModelConfig(path=str(base)), data=DataConfig(train="data/train.jsonl", **data),
+                        lora=LoraConfig(r=4, alpha=8), train=TrainConfig(output_dir=str(run)))
     model = apply_lora(load_model(base), get_family(family), cfg.lora)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
