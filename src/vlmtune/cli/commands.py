@@ -218,6 +218,12 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from ..serve.command import serve as run_server
+
+    return run_server(args)
+
+
 def config_validate(args: argparse.Namespace) -> int:
     from ..config.validate import summary, validate_config
 
