@@ -87,15 +87,16 @@ def vllm_plan(plan: Plan) -> VllmPlan:
     base = plan.settings[plan.base_name].cfg
     spec = family_of(plan.model_path)
     problems = {name: found for name, path in plan.adapters.items() if (found := check_vllm_compatible(path, spec))}
-    differences = []
+    found: dict[str, list[str]] = {}
     for name, settings in plan.settings.items():
         d = settings.cfg.data
-        if d.system:
-            differences.append(f"data.system of {name!r} (a system prompt added to each conversation)")
-        if d.image_size:
-            differences.append(f"data.image_size of {name!r} (images stretched to {d.image_size[0]}x{d.image_size[1]})")
-        if (d.min_pixels, d.max_pixels) != (base.data.min_pixels, base.data.max_pixels):
-            differences.append(f"the pixel limits of {name!r}, which differ from the base's")
+        kinds = [f"data.system {d.system!r} (added to conversations without a system prompt)" if d.system else "",
+                 f"data.image_size (images stretched to {d.image_size[0]}x{d.image_size[1]})" if d.image_size else "",
+                 "pixel limits other than the base's"
+                 if (d.min_pixels, d.max_pixels) != (base.data.min_pixels, base.data.max_pixels) else ""]
+        for kind in filter(None, kinds):
+            found.setdefault(kind, []).append(name)
+    differences = [f"{what} of {', '.join(names)}" for what, names in found.items()]
     pixels = {k: v for k, v in (("min_pixels", base.data.min_pixels), ("max_pixels", base.data.max_pixels)) if v}
     architectures = tuple(AutoConfig.from_pretrained(plan.model_path).architectures or ())
     return VllmPlan(plan.model_path, plan.base_name, dict(plan.adapters), architectures, base.model.dtype, pixels,
