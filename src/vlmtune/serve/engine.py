@@ -113,7 +113,7 @@ class Engine:
 
     def batch_sizes(self) -> dict[int, int]:
         """How many batches of each size the worker has run."""
-        return dict(sorted(self.worker.batch_sizes.items()))
+        return self.worker.batch_sizes()
 
     def close(self) -> None:
         """Stop the worker thread."""
