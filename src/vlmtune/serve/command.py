@@ -51,6 +51,9 @@ def serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("VLMTUNE_API_KEY") or None
     choice = choose(args.backend, vllm_plan(plan))
     print(choice.line(), flush=True)
+    if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host} without --api-key: whoever reaches the port can use the model",
+              file=sys.stderr, flush=True)
     if choice.backend == "vllm":
         argv = vllm_command(vllm_plan(plan), args.host, args.port, api_key, args.allow_local_files,
                             args.max_batch_size)
