@@ -136,6 +136,26 @@ def _file_part(path: Path) -> Path:
     return path
 
 
+def input_files(path: str | Path) -> list[Path]:
+    """Every file reading ``path`` reads: the file itself, each file of a dataset folder, or a dataset registry
+    and its entry's data files."""
+    path = Path(path)
+    file = _file_part(path)
+    if file.is_dir():
+        return sorted(p for p in file.rglob("*") if p.is_file())
+    files = [file]
+    if _READERS["llamafactory"].detect(path, None):
+        from .registry import load_entry
+
+        try:
+            registry, entry = load_entry(path)
+        except DataError:  # reading it will say why; the registry file itself is still an input
+            return files
+        data = registry.parent / entry["file_name"]
+        files += sorted(p for p in data.iterdir() if p.is_file()) if data.is_dir() else [data]
+    return files
+
+
 def _source_exists(path: Path) -> bool:
     return _file_part(path).exists()
 
@@ -187,5 +207,5 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
 # Registration order is detection order: the most specific formats first.
 from . import gui_events, hf, llava, messages, qwen_tags, registry, sharegpt, table  # noqa: E402,F401
 
-__all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "read_dataset",
-           "read_records", "read_samples", "reader_names", "register_reader"]
+__all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "input_files",
+           "read_dataset", "read_records", "read_samples", "reader_names", "register_reader"]
