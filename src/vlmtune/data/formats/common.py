@@ -114,8 +114,13 @@ def json_records(path: Path) -> Iterator[JsonRecord]:
                 yield JsonRecord(line_no, None, json.loads(text))
             except json.JSONDecodeError as e:
                 comment = " (JSON lines have no comment lines)" if text.lstrip().startswith(("#", "//")) else ""
-                yield JsonRecord(line_no, None, RecordError(path, line_no, f"not valid JSON: {e.msg} at column "
-                                                                           f"{e.colno}{comment}"))
+                yield JsonRecord(line_no, None, RecordError(path, line_no, f"not valid JSON: {_json_problem(e)} at "
+                                                                           f"column {e.colno}{comment}"))
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    # json's messages for a place end in "at" ("Invalid control character at"): the column follows once.
+    return error.msg.removesuffix(" at")
 
 
 def _array_records(path: Path) -> Iterator[JsonRecord]:
@@ -145,8 +150,8 @@ def _array_records(path: Path) -> Iterator[JsonRecord]:
         try:
             record, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield JsonRecord(line, index, RecordError(path, line, f"not valid JSON: {e.msg} at line {e.lineno} "
-                                                      f"column {e.colno}; the array cannot be read past it",
+            problem = f"not valid JSON: {_json_problem(e)} at line {e.lineno} column {e.colno}"
+            yield JsonRecord(line, index, RecordError(path, line, f"{problem}; the array cannot be read past it",
                                                       index=index))
             return
         yield JsonRecord(line, index, record)
