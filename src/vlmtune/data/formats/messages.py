@@ -10,7 +10,8 @@ One JSON object a line::
 ``content`` is a string or a list of parts: ``text``, ``image`` (path relative to the data file's folder;
 ``image_url`` / ``value`` spellings of LLaMA-Factory's typed JSONL are accepted too), and ``box`` / ``point``
 in pixels of the original image (``"image": k`` picks the sample's k-th image; default: the last image
-before it). Boxes are written in the model family's grounding syntax when rendered.
+before it), under the one rule of :mod:`.coords`. Boxes are written in the model family's grounding syntax when
+rendered.
 """
 
 from __future__ import annotations

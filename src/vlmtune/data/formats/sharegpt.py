@@ -7,7 +7,8 @@
 
 ``conversations`` / ``from`` / ``value`` and the roles ``human`` / ``gpt`` are read too. ms-swift's grounding
 records (``<ref-object>`` / ``<bbox>`` placeholders filled from ``objects: {"ref": [...], "bbox": [...]}`` in
-pixels) become labelled text and boxes, so they render in each family's own grounding syntax.
+pixels) become labelled text and boxes (under the one rule of :mod:`.coords`), so they render in each family's own
+grounding syntax. Newlines next to a placeholder belong to it (see :func:`.common.split_placeholders`).
 """
 
 from __future__ import annotations
