@@ -62,3 +62,21 @@ def test_placeholder_newline_renders_as_the_image_part_does(family, tiny_dir, tm
             prompt_only, answer = sample.prompt_and_answer()
             assert renderer.text(prompt_only, add_generation_prompt=True) == expected, (placement, fmt)
             assert renderer.text(sample) == renderer.text(reference) and answer == ANSWER, (placement, fmt)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("<image>\n<image>\nCompare them.", ["img", "img", "Compare them."]),
+    ("Compare them:\n<image>\n<image>", ["Compare them:", "img", "img"]),
+    ("Compare them:\n<image>\n<image>\n", ["Compare them:", "img", "img"]),
+    ("<image>\r\nWindows line ends.", ["img", "Windows line ends."]),
+    ("<image>\n\nA blank line stays.", ["img", "\nA blank line stays."]),
+    ("Before\n<image>\nafter.", ["Before\n", "img", "after."]),
+    ("Inline <image> stays as written.", ["Inline ", "img", " stays as written."]),
+])
+def test_exactly_one_newline_beside_a_placeholder_is_its_own(text, expected, tmp_path, images):
+    n = expected.count("img")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": text},
+                                                            {"role": "assistant", "content": "ok"}],
+                                               "images": ["red.png"] * n}])
+    [sample] = read_samples(path)
+    assert ["img" if hasattr(p, "path") else p.text for p in sample.messages[0].content] == expected
