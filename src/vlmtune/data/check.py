@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError, RecordError
 from .formats import ReadOptions, read_dataset
+from .formats.coords import inside
 from .formats.write import sample_to_record
 from .render import CannotShrink
 from .sample import BoxPart, PointPart, Sample
@@ -25,7 +26,8 @@ TOO_LONG = "too_long"
 
 @dataclass(frozen=True)
 class Problem:
-    """Why one record or sample cannot be used, and where it is (``file:line``)."""
+    """Why one record or sample cannot be used, and which record it is (a sample id, see
+    :attr:`~vlmtune.data.sample.Sample.id`)."""
 
     where: str
     problem: str
@@ -169,7 +171,7 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
     for sample in samples:
         problem = _image_problem(sample, sizes)
         if problem:
-            problems.append(Problem(sample.id, problem))
+            problems.append(Problem(sample.id, *problem))
             continue
         if renderer is not None:
             try:
@@ -208,7 +210,8 @@ def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
     return max(after.image_parts[largest].size) / max(old[largest])
 
 
-def _image_problem(sample: Sample, sizes: dict) -> str | None:
+def _image_problem(sample: Sample, sizes: dict) -> tuple[str, str | None] | None:
+    """Why the sample's images (or its boxes and points on them) cannot be used, and the field at fault."""
     for path in sample.images:
         if path not in sizes:
             try:
@@ -216,18 +219,17 @@ def _image_problem(sample: Sample, sizes: dict) -> str | None:
             except ImageProblem as e:
                 sizes[path] = str(e)
         if isinstance(sizes[path], str):
-            return f"{path.name}: {sizes[path]}"
+            return f"{path.name}: {sizes[path]}", None
     images = sample.images
     for message in sample.messages:
         for part in message.content:
             if isinstance(part, BoxPart | PointPart):
                 width, height = sizes[images[part.image]]
                 coords = part.box if isinstance(part, BoxPart) else part.point
-                xs, ys = coords[0::2], coords[1::2]
-                if max(xs) > width or max(ys) > height:
+                if not inside(coords, (width, height)):
                     return (f"{'box' if isinstance(part, BoxPart) else 'point'} {list(coords)} lies outside its "
                             f"{width}x{height} image {images[part.image].name} (coordinates are pixels of the "
-                            "original image)")
+                            "original image)"), part.source_field
     return None
 
 
@@ -245,7 +247,7 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
     good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink)
     report.samples = good
     report.problems += problems
-    report.problems.sort(key=lambda p: _order(p.where))
+    report.problems.sort(key=lambda p: result.order.get(p.where, len(result.order)))
     first: dict[str, str] = {}
     for sample in good:
         key = content_key(sample)
@@ -264,8 +266,3 @@ def content_key(sample: Sample) -> str:
     shown = [p.size and list(p.size) for p in sample.image_parts]
     # Sizes only where some image has one: the keys of other samples (and disk caches under them) stay as they were.
     return json.dumps({"messages": messages, "shown": shown} if any(shown) else messages, sort_keys=True)
-
-
-def _order(where: str) -> tuple[str, int]:
-    file, _, line = where.rpartition(":")
-    return (file, int(line)) if line.isdigit() else (where, 0)

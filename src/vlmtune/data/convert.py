@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .check import CheckReport, check_dataset, content_key
 from .errors import DataError
-from .formats import ReadOptions, get_reader
+from .formats import ReadOptions, get_reader, input_files
 from .formats.gui_events import convert_gui_events
 from .formats.write import sample_to_record
 from .sample import Sample
@@ -23,6 +24,7 @@ def convert(path: str | Path, output: str | Path, format: str = "auto", options:
     GUI event files also get their screenshots re-encoded as RGB JPEGs under ``output``'s folder.
     """
     output = Path(output)
+    refuse_overwriting_inputs(path, [output], "-o another file")
     output.parent.mkdir(parents=True, exist_ok=True)
     if get_reader(path, format).name == "gui_events":
         return str(convert_gui_events(path, output.parent, options, annotations=output.name))
@@ -41,6 +43,9 @@ def split(path: str | Path, out_dir: str | Path, val: float = 0.1, seed: int = 0
     """
     if not 0 < val < 1:
         raise DataError(f"--val must be a fraction between 0 and 1, got {val}")
+    out_dir = Path(out_dir)
+    train_file, val_file = out_dir / "train.jsonl", out_dir / "val.jsonl"
+    refuse_overwriting_inputs(path, [train_file, val_file], "-o another folder")
     report = check_dataset(path, format, options)
     groups: dict[str, list[int]] = {}
     for i, sample in enumerate(report.samples):
@@ -52,13 +57,22 @@ def split(path: str | Path, out_dir: str | Path, val: float = 0.1, seed: int = 0
         if len(val_idx) >= target:
             break
         val_idx.update(groups[key])
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_file, val_file = out_dir / "train.jsonl", out_dir / "val.jsonl"
     train = [s for i, s in enumerate(report.samples) if i not in val_idx]
     held = [s for i, s in enumerate(report.samples) if i in val_idx]
     outside = write_jsonl(train, train_file) + write_jsonl(held, val_file)
     return _summary(report, {train_file: len(train), val_file: len(held)}, outside)
+
+
+def refuse_overwriting_inputs(path: str | Path, outputs: list[Path], remedy: str) -> None:
+    """Raise a DataError, before anything is written, where an output file is one of the files ``path`` is read
+    from: the same path, or the same file through a symbolic or hard link."""
+    for output in outputs:
+        for source in (s for s in input_files(path) if s.exists()):
+            if output.resolve() == source.resolve() or (output.exists() and os.path.samefile(output, source)):
+                same = "" if output.absolute() == source.absolute() else f" (the same file as {source})"
+                raise DataError(f"refusing to write {output}: it is an input file{same} and would be overwritten; "
+                                f"give {remedy}")
 
 
 def write_jsonl(samples: list[Sample], output: Path) -> int:

@@ -33,6 +33,8 @@ class BoxPart:
     box: tuple[float, float, float, float]
     image: int = 0
     label: str | None = None
+    source_field: str | None = field(default=None, compare=False, repr=False)
+    """The record's field the box was read from, for errors found after reading (a box off its image)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class PointPart:
     point: tuple[float, float]
     image: int = 0
     label: str | None = None
+    source_field: str | None = field(default=None, compare=False, repr=False)
+    """The record's field the point was read from."""
 
 
 GroundingPart = BoxPart | PointPart
@@ -69,7 +73,9 @@ class Sample:
 
     messages: tuple[Message, ...]
     id: str
-    """Where the sample came from, ``file:line``: every error about it quotes this."""
+    """Which record the sample came from, unique within its file: ``train.jsonl:12``, ``train.json[3] (line 1)``,
+    ``train.parquet[17]``, with the record's own ``id`` where it has one (see
+    :func:`~vlmtune.data.errors.record_name`). Every error about the sample quotes it."""
     meta: dict = field(default_factory=dict, compare=False)
 
     @property

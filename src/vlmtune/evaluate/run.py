@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..data.errors import user_id
 from ..data.render import Renderer, image_size
 from ..data.sample import BoxPart, PointPart, Sample
 from .generate import generate
@@ -107,6 +108,9 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
     for i, sample in enumerate(samples):
         row: dict[str, Any] = {"id": sample.id, "images": [str(p) for p in sample.images],
                                "prompt": prompts[i].messages[-1].text, "reference": references[i]}
+        own_id = user_id(sample.meta)
+        if own_id is not None:  # the record's own id as it wrote it, to join predictions with the user's data
+            row["record_id"] = own_id
         row.update({side: answers[side][i] for side in sides})
         row["scores"] = {name: {side: per_sample[name][side][i] if per_sample[name][side] else None
                                 for side in sides} for name in metrics}

@@ -19,10 +19,10 @@ CANONICAL = {"messages": [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": [{"type": "image", "image": "red.png"}, {"type": "text", "text": "Colour?"}]},
     {"role": "assistant", "content": "red"},
-    {"role": "user", "content": [{"type": "text", "text": "And this?\n"}, {"type": "image", "image": "blue.png"}]},
+    {"role": "user", "content": [{"type": "text", "text": "And this?"}, {"type": "image", "image": "blue.png"}]},
     {"role": "assistant", "content": "blue"},
 ]}
-# ... and as each other format writes it.
+# ... and as each other format writes it (the newline before a placeholder that ends the text is the placeholder's).
 SHAREGPT = {"messages": [
     {"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>Colour?"},
     {"role": "assistant", "content": "red"}, {"role": "user", "content": "And this?\n<image>"},
@@ -57,8 +57,10 @@ def test_each_format_reads_into_the_same_canonical_sample(tmp_path, images, reco
     assert get_reader(path).name == fmt
     samples = read_samples(path)
     assert _messages(samples) == _messages(expected) * (2 if as_array else 1)
-    if as_array:  # records of a pretty-printed array are named by the line they start on
-        assert [s.id for s in samples] == [f"{path}:2", f"{path}:{2 + json.dumps(record, indent=2).count(chr(10)) + 1}"]
+    if as_array:  # records of a pretty-printed array are named by their index and the line they start on
+        own = ', id "x1"' if "id" in record else ""
+        second = 2 + json.dumps(record, indent=2).count(chr(10)) + 1
+        assert [s.id for s in samples] == [f"{path}[0] (line 2{own})", f"{path}[1] (line {second}{own})"]
 
 
 def test_llamafactory_registry_entry_with_custom_tags(tmp_path, images):

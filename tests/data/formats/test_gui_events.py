@@ -44,7 +44,7 @@ def test_reads_actions_and_extractions_into_grounded_answers(tmp_path, shots):
         Message("user", (ImagePart(form), TextPart("Save the form"))),
         Message("assistant", (TextPart("click "), BoxPart((150.0, 70.0, 190.0, 90.0), 0, "Save button"))),
     )
-    assert click.meta == {"id": "ev1", "event": "action_description"} and click.id == f"{data}:1"
+    assert click.meta == {"id": "ev1", "event": "action_description"} and click.id == f'{data}:1 (id "ev1")'
     assert typing.messages[0].content[0] == ImagePart(dialog)
     assert typing.messages[1].content == (TextPart("type "), PointPart((40.0, 60.0)),
                                           TextPart(' "Berlin \\"Mitte\\""'))

@@ -55,7 +55,8 @@ def test_save_to_disk_dataset_reads_into_the_same_samples_as_messages(tmp_path, 
         chat(red, "Which colour is the bar?", "red"), chat(blue, "How tall is it?", "120"),
         chat(red, "Is it red?", "Yes")])
     assert result.samples[0].images[0].read_bytes() == images["red.png"].read_bytes()
-    assert [s.id for s in result.samples] == [f"{chartqa}:1", f"{chartqa}:2", f"{chartqa}:3"]
+    # rows are named as datasets indexes them, dataset[i]
+    assert [s.id for s in result.samples] == [f"{chartqa}[0]", f"{chartqa}[1]", f"{chartqa}[2]"]
     assert result.samples[1].meta == {"human_or_machine": 1, "other_answers": ["120 px"]}
 
 
@@ -102,8 +103,8 @@ def test_image_paths_mapped_columns_and_bad_rows(tmp_path, images):
     result = read_dataset(data, "hf", ReadOptions(columns={"image": "file", "prompt": "ask", "answer": "reply"}))
     assert [s.messages for s in result.samples] == canonical(tmp_path, [
         chat("red.png", "Colour?", "red"), chat("green.png", "Colour?", "green")])
-    assert [s.id for s in result.samples] == [f"{data}:1", f"{data}:4"]
-    assert [(e.line, e.field) for e in result.problems] == [(2, "file"), (3, "reply")]
+    assert [s.id for s in result.samples] == [f"{data}[0]", f"{data}[3]"]
+    assert [(e.where, e.field) for e in result.problems] == [(f"{data}[1]", "file"), (f"{data}[2]", "reply")]
     assert "image file not found" in str(result.problems[0]) and "empty answer" in str(result.problems[1])
     assert not (tmp_path / "paths.images").exists()
 

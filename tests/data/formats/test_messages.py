@@ -76,5 +76,5 @@ def test_grounding_parts_are_read_in_original_pixels(tmp_path, images):
     assert sample.messages[1].content[1:] == (BoxPart((1.0, 2.0, 30.0, 40.0), 0, "dot"), PointPart((5.5, 6.0), 0))
     bad = dict(record, messages=[record["messages"][0], {"role": "assistant", "content": [
         {"type": "box", "box": [30, 2, 1, 40]}]}])
-    with pytest.raises(RecordError, match="x1 <= x2"):
+    with pytest.raises(RecordError, match=r"is empty or inverted: need x1 < x2 and y1 < y2"):
         read_samples(write_jsonl(tmp_path / "b.jsonl", [bad]))

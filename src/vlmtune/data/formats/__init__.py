@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import DataError, RecordError
 from ..sample import Sample
-from .common import ReadOptions, first_json_record
+from .common import ReadOptions, first_json_records
 
 
 class Reader(Protocol):
@@ -37,8 +37,11 @@ def reader_names() -> list[str]:
     return sorted(_READERS)
 
 
-def _first_record(path: Path) -> Any:
-    return first_json_record(path) if path.is_file() and path.suffix.lower() in (".json", ".jsonl") else None
+def _first_records(path: Path) -> tuple[list[Any], RecordError | None]:
+    """The first few parsable records of a JSON file (none for other kinds), and the first unparsable one's error."""
+    if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
+        return first_json_records(path)
+    return [], None
 
 
 def get_reader(path: str | Path, format: str = "auto") -> Reader:
@@ -77,9 +80,16 @@ _READS_KIND = {"hf": True, "table": True, "llamafactory": True}
 
 
 def detect_reader(path: Path) -> Reader | None:
-    """The first registered reader (most specific first) that recognises ``path``; None where none does."""
-    record = _first_record(_file_part(path))
-    return next((reader for reader in _READERS.values() if reader.detect(path, record)), None)
+    """The first registered reader (most specific first) that recognises ``path``; None where none does.
+
+    A JSON file is recognised by its first parsable record that some reader recognises, looking at a few: a
+    corrupt or comment first line is one unusable record, not a file of unknown format."""
+    records, _ = _first_records(_file_part(path))
+    for record in records or [None]:
+        found = next((reader for reader in _READERS.values() if reader.detect(path, record)), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _file_kind(path: Path) -> str:
@@ -95,14 +105,15 @@ def _file_kind(path: Path) -> str:
 
 def _first_record_shape(path: Path) -> str:
     """What the first record of ``path`` looks like, for a format nothing recognises."""
-    record = _first_record(_file_part(path))
+    records, error = _first_records(_file_part(path))
+    record = records[0] if records else None
     if isinstance(record, dict):
         keys = ", ".join(repr(k) for k in list(record)[:12]) + (", ..." if len(record) > 12 else "")
         return f"the first record has keys {keys}" if record else "the first record is an empty object"
     if record is not None:
         return f"the first record is a JSON {type(record).__name__}, not an object"
     if _file_part(path).suffix.lower() in (".json", ".jsonl"):
-        return "no JSON record could be read from it"
+        return "no JSON record could be read from it" + (f"; {error}" if error else "")
     return f"{_file_kind(path)}, which no reader takes"
 
 
@@ -125,6 +136,26 @@ def _file_part(path: Path) -> Path:
     return path
 
 
+def input_files(path: str | Path) -> list[Path]:
+    """Every file reading ``path`` reads: the file itself, each file of a dataset folder, or a dataset registry
+    and its entry's data files."""
+    path = Path(path)
+    file = _file_part(path)
+    if file.is_dir():
+        return sorted(p for p in file.rglob("*") if p.is_file())
+    files = [file]
+    if _READERS["llamafactory"].detect(path, None):
+        from .registry import load_entry
+
+        try:
+            registry, entry = load_entry(path)
+        except DataError:  # reading it will say why; the registry file itself is still an input
+            return files
+        data = registry.parent / entry["file_name"]
+        files += sorted(p for p in data.iterdir() if p.is_file()) if data.is_dir() else [data]
+    return files
+
+
 def _source_exists(path: Path) -> bool:
     return _file_part(path).exists()
 
@@ -136,6 +167,9 @@ class ReadResult:
     format: str
     samples: list[Sample] = field(default_factory=list)
     problems: list[RecordError] = field(default_factory=list)
+    order: dict[str, int] = field(default_factory=dict, repr=False)
+    """Each record's name (a sample's id, an error's ``where``) -> its position in the file(s), to list problems
+    found at different stages in file order."""
 
 
 def read_records(path: str | Path, format: str = "auto",
@@ -150,6 +184,7 @@ def read_dataset(path: str | Path, format: str = "auto", options: ReadOptions | 
     result = ReadResult(format=reader.name)
     for item in reader.read(Path(path), options or ReadOptions()):
         (result.problems if isinstance(item, RecordError) else result.samples).append(item)
+        result.order.setdefault(item.where if isinstance(item, RecordError) else item.id, len(result.order))
     if result.problems and not result.samples:
         mismatch = format_mismatch(path, format)
         if mismatch is not None:
@@ -172,5 +207,5 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
 # Registration order is detection order: the most specific formats first.
 from . import gui_events, hf, llava, messages, qwen_tags, registry, sharegpt, table  # noqa: E402,F401
 
-__all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "read_dataset",
-           "read_records", "read_samples", "reader_names", "register_reader"]
+__all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "input_files",
+           "read_dataset", "read_records", "read_samples", "reader_names", "register_reader"]

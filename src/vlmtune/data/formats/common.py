@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import RecordError
+from ..errors import RecordError, record_name, user_id
 from ..sample import ROLES, ImagePart, Message, Part, Sample, TextPart
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -38,16 +38,21 @@ class Where:
     """One record of one file: builds errors that name it, and resolves its image paths."""
 
     path: Path
-    line: int
+    line: int | None
     root: Path
     allow_outside_root: bool = False
+    index: int | None = None
+    """Position in a JSON array or dataset, counted from 0; None for a line of a JSON lines or CSV file."""
+    record_id: str | int | None = None
+    """The record's own ``id``, where it has one."""
 
     @property
     def id(self) -> str:
-        return f"{self.path}:{self.line}"
+        return record_name(self.path, self.line, self.index, self.record_id)
 
     def error(self, problem: str, field: str | None = None, hint: str = "") -> RecordError:
-        return RecordError(self.path, self.line, problem, field=field, hint=hint)
+        return RecordError(self.path, self.line, problem, field=field, hint=hint, index=self.index,
+                           record_id=self.record_id)
 
     def image(self, ref: Any, field: str) -> ImagePart:
         """The image a record refers to, resolved against the media root and checked to exist."""
@@ -71,11 +76,22 @@ def media_root(path: Path, options: ReadOptions) -> Path:
     return Path(root).resolve()
 
 
-def json_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line, record)`` for each record of a JSONL file or a JSON array file.
+class JsonRecord(NamedTuple):
+    """One record of a JSON lines or JSON array file, and where it is."""
 
-    A record that cannot be parsed comes as ``(line, RecordError)``; the records after it still come (in a
-    JSONL file) so one bad line does not hide the rest. Blank lines are skipped.
+    line: int
+    """The line the record starts on."""
+    index: int | None
+    """Its position in a JSON array, counted from 0; None in a JSON lines file."""
+    record: Any
+    """The parsed record, or the RecordError saying why it could not be parsed."""
+
+
+def json_records(path: Path) -> Iterator[JsonRecord]:
+    """Each record of a JSONL file or a JSON array file.
+
+    A record that cannot be parsed comes as a RecordError in place of the record; the records after it still come
+    (in a JSONL file) so one bad line does not hide the rest. Blank lines are skipped.
     """
     with open(path, "rb") as f:
         head = f.read(4096).lstrip()
@@ -91,83 +107,116 @@ def json_records(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                yield line_no, RecordError(path, line_no, f"not UTF-8 text (byte {raw[e.start]:#04x} at "
-                                                          f"column {e.start + 1})")
+                yield JsonRecord(line_no, None, RecordError(path, line_no, f"not UTF-8 text (byte {raw[e.start]:#04x} "
+                                                                           f"at column {e.start + 1})"))
                 continue
             try:
-                yield line_no, json.loads(text)
+                yield JsonRecord(line_no, None, json.loads(text))
             except json.JSONDecodeError as e:
-                yield line_no, RecordError(path, line_no, f"not valid JSON: {e.msg} at column {e.colno}")
+                comment = " (JSON lines have no comment lines)" if text.lstrip().startswith(("#", "//")) else ""
+                yield JsonRecord(line_no, None, RecordError(path, line_no, f"not valid JSON: {_json_problem(e)} at "
+                                                                           f"column {e.colno}{comment}"))
 
 
-def _array_records(path: Path) -> Iterator[tuple[int, Any]]:
+def _json_problem(error: json.JSONDecodeError) -> str:
+    # json's messages for a place end in "at" ("Invalid control character at"): the column follows once.
+    return error.msg.removesuffix(" at")
+
+
+def _array_records(path: Path) -> Iterator[JsonRecord]:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        yield line, RecordError(path, line, f"not UTF-8 text (byte {raw[e.start]:#04x}); the JSON array "
-                                "cannot be read past it")
+        yield JsonRecord(line, None, RecordError(path, line, f"not UTF-8 text (byte {raw[e.start]:#04x}); the JSON "
+                                                 "array cannot be read past it"))
         return
     decoder = json.JSONDecoder()
     pos, line, n = text.index("[") + 1, 1, len(text)
     line += text.count("\n", 0, pos)
     ws = re.compile(r"[\s,]*")
+    index = 0
     while True:
         skip = ws.match(text, pos).end()
         line += text.count("\n", pos, skip)
         pos = skip
         if pos >= n:
-            yield line, RecordError(path, line, "JSON array is not closed with ']' (file truncated?)")
+            yield JsonRecord(line, index, RecordError(path, line, "JSON array is not closed with ']' (file "
+                                                      "truncated?)", index=index))
             return
         if text[pos] == "]":
             return
         try:
             record, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield e.lineno, RecordError(path, e.lineno, f"not valid JSON: {e.msg} at column {e.colno}; "
-                                        "the array cannot be read past it")
+            problem = f"not valid JSON: {_json_problem(e)} at line {e.lineno} column {e.colno}"
+            yield JsonRecord(line, index, RecordError(path, line, f"{problem}; the array cannot be read past it",
+                                                      index=index))
             return
-        yield line, record
+        yield JsonRecord(line, index, record)
         line += text.count("\n", pos, end)
-        pos = end
+        pos, index = end, index + 1
+
+
+def record_where(path: Path, item: JsonRecord, root: Path, options: ReadOptions) -> Where:
+    """The :class:`Where` of one record of ``path``, named with its own ``id`` where it has one."""
+    return Where(path, item.line, root, options.allow_outside_root, item.index, user_id(item.record))
 
 
 def parse_each(path: Path, options: ReadOptions, parse: Callable[[Any, Where], Sample],
                root: Path | None = None) -> Iterator[Sample | RecordError]:
     """``parse(record, where)`` for each JSON record of ``path``; a record's RecordError is yielded, not raised."""
     root = root or media_root(path, options)
-    for line, record in json_records(path):
-        where = Where(path, line, root, options.allow_outside_root)
+    for item in json_records(path):
         try:
-            if isinstance(record, RecordError):
-                raise record
-            yield parse(record, where)
+            if isinstance(item.record, RecordError):
+                raise item.record
+            yield parse(item.record, record_where(path, item, root, options))
         except RecordError as e:
             yield e
 
 
-def first_json_record(path: Path) -> Any:
-    """The first record of a JSONL or JSON-array file, or None when there is none."""
+def first_json_records(path: Path, n: int = 5, scan: int = 100) -> tuple[list[Any], RecordError | None]:
+    """Up to ``n`` parsable records from the first ``scan`` records of a JSONL or JSON-array file, for format
+    detection (a corrupt or comment first line does not decide the format), and the first unparsable one's error."""
+    found: list[Any] = []
+    error = None
     try:
-        for _, record in json_records(path):
-            return None if isinstance(record, RecordError) else record
+        for k, item in enumerate(json_records(path)):
+            if isinstance(item.record, RecordError):
+                error = error or item.record
+            else:
+                found.append(item.record)
+            if len(found) >= n or k + 1 >= scan:
+                break
     except (OSError, ValueError):
-        return None
-    return None
+        pass
+    return found, error
 
 
 def split_placeholders(text: str, images: list[ImagePart], used: list[int], where: Where, field: str,
                        placeholder: str = IMAGE_PLACEHOLDER) -> list[Part]:
     """Text with ``<image>`` placeholders -> text and image parts, taking images in order.
 
+    Newlines around a placeholder belong to it, not to the text: one newline (``\\n`` or ``\\r\\n``) directly
+    after each placeholder is dropped, and where the text ends with placeholders, one newline directly before
+    them too. So ``"<image>\\nWhat is shown?"`` and ``"What is shown?\\n<image>"`` are the image part and the
+    text ``What is shown?``, and render as that message does: the chat template puts its own separator
+    between an image and the text, and a newline kept from the placeholder would make the model learn a prompt
+    it never sees at inference. Other newlines stay.
+
     ``used`` holds the count of images taken so far (shared across the turns of one record).
     """
     for tag in _OTHER_MEDIA:
         if tag in text:
             raise where.error(f"{tag} placeholder: only images are supported, not video or audio", field)
-    parts: list[Part] = []
     pieces = text.split(placeholder)
+    pieces = pieces[:1] + [_drop_newline(piece, start=True) for piece in pieces[1:]]
+    if len(pieces) > 1 and not pieces[-1]:
+        last_text = max(k for k, piece in enumerate(pieces[:-1]) if piece or k == 0)
+        pieces[last_text] = _drop_newline(pieces[last_text], start=False)
+    parts: list[Part] = []
     for k, piece in enumerate(pieces):
         if piece:
             parts.append(TextPart(piece))
@@ -177,6 +226,16 @@ def split_placeholders(text: str, images: list[ImagePart], used: list[int], wher
             parts.append(images[used[0]])
             used[0] += 1
     return parts
+
+
+def _drop_newline(text: str, start: bool) -> str:
+    """``text`` without one newline at its start (or end)."""
+    for newline in ("\r\n", "\n"):
+        if start and text.startswith(newline):
+            return text[len(newline):]
+        if not start and text.endswith(newline):
+            return text[:-len(newline)]
+    return text
 
 
 def build_conversation(turns: list[tuple[str, str, str]], images: list[ImagePart], where: Where,

@@ -28,7 +28,6 @@ the sample's meta, with ``event`` set to the record type.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,9 +37,10 @@ from typing import Any
 from PIL import Image
 
 from ..errors import RecordError
-from ..sample import BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
+from ..sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
-from .common import ReadOptions, Where, finish, json_records, media_root
+from .common import ReadOptions, Where, finish, json_records, media_root, record_where
+from .coords import grounding_part
 from .write import sample_to_record
 
 ACTION, EXTRACTION = "action_description", "context_extraction"
@@ -64,18 +64,18 @@ class GuiEventsReader:
             yield item
 
 
-def _read(path: Path, options: ReadOptions) -> Iterator[tuple[int, Sample | RecordError]]:
+def _read(path: Path, options: ReadOptions) -> Iterator[tuple[Where, Sample | RecordError]]:
     root = media_root(path, options)
     sizes: dict[Path, _Size | str] = {}  # screenshots are often shared by many records: open each once
-    for line, record in json_records(path):
-        if isinstance(record, RecordError):
-            yield line, record
+    for item in json_records(path):
+        where = record_where(path, item, root, options)
+        if isinstance(item.record, RecordError):
+            yield where, item.record
             continue
         try:
-            yield line, parse_event(record, Where(path, line, root, options.allow_outside_root), sizes,
-                                    options.system)
+            yield where, parse_event(item.record, where, sizes, options.system)
         except RecordError as e:
-            yield line, e
+            yield where, e
 
 
 def parse_event(record: Any, where: Where, sizes: dict[Path, _Size | str] | None = None,
@@ -133,33 +133,14 @@ def _action_answer(record: dict, where: Where, size: _Size) -> list[Part]:
     if (box_key is None) == (point_key is None):
         raise where.error("an action needs its target as exactly one of 'bbox' [x1, y1, x2, y2] or "
                           "'point' [x, y]", box_key or "bbox")
-    width, height = size
-    grounding: BoxPart | PointPart
-    if box_key is not None:
-        x1, y1, x2, y2 = _coords(record[box_key], 4, where, box_key)
-        if x2 <= x1 or y2 <= y1:
-            raise where.error(f"box {record[box_key]} is empty: need x1 < x2 and y1 < y2", box_key)
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise where.error(f"box {record[box_key]} is outside the {width}x{height} screenshot", box_key)
-        grounding = BoxPart((x1, y1, x2, y2), 0, target)
-    else:
-        x, y = _coords(record[point_key], 2, where, point_key)
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise where.error(f"point {record[point_key]} is outside the {width}x{height} screenshot", point_key)
-        grounding = PointPart((x, y), 0, target)
+    key = box_key or point_key
+    grounding = grounding_part("box" if box_key else "point", record[key], where, key, 0, target, size,
+                               unit="pixels of the screenshot", what="screenshot")
     answer: list[Part] = [TextPart(f"{name} "), grounding]
     if name == "type":
         # JSON quoting keeps the typed text unambiguous (quotes, newlines, trailing spaces).
         answer.append(TextPart(" " + json.dumps(text, ensure_ascii=False)))
     return answer
-
-
-def _coords(value: Any, n: int, where: Where, key: str) -> list[float]:
-    if (not isinstance(value, list) or len(value) != n
-            or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in value)):
-        raise where.error(f"{key!r} must be a list of {n} numbers (pixels of the screenshot), got "
-                          f"{json.dumps(value)[:60]}", key)
-    return [float(c) for c in value]
 
 
 def _size(path: Path, where: Where, key: str, sizes: dict[Path, _Size | str]) -> _Size:
@@ -205,13 +186,13 @@ def convert_gui_events(path: str | Path, out_dir: str | Path, options: ReadOptio
     report = ConvertReport(annotations=out_dir / annotations)
     converted: dict[Path, Path | str] = {}
     with open(report.annotations, "w", encoding="utf-8") as out:
-        for line, item in _read(path, options or ReadOptions()):
+        for where, item in _read(path, options or ReadOptions()):
             report.read += 1
             if isinstance(item, Sample):
                 try:
                     item = _with_jpegs(item, out_dir / "images", converted, jpeg_quality)
                 except ValueError as e:
-                    item = RecordError(path, line, str(e), field="screenshot")
+                    item = where.error(str(e), "screenshot")
             if isinstance(item, RecordError):
                 report.dropped.append(item)
                 continue

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RecordError
+from ..errors import DataError, RecordError, user_id
 from ..sample import ImagePart, Sample
 from . import register_reader
 from .common import ReadOptions, Where, media_root
@@ -64,13 +64,13 @@ class HFReader:
         labels = feature.names if isinstance(feature, datasets.ClassLabel) else None
         root, store = media_root(path, options), ImageStore(path)
         skip = {*columns.values(), *images}  # meta keeps the other columns, without their image bytes
-        index = 0
+        index = -1
         for batch in batches:
             for start in range(0, batch.num_rows, _BATCH):
                 # converting a slice at a time keeps memory to a few rows' images, however big the batch
                 for row in batch.slice(start, _BATCH).to_pylist():
-                    index += 1
-                    where = Where(path, index, root, options.allow_outside_root)
+                    index += 1  # named as datasets indexes rows: dataset[index]
+                    where = Where(path, None, root, options.allow_outside_root, index, user_id(row))
                     try:
                         yield _parse_row(row, columns, labels, skip, options, where, store)
                     except RecordError as e:

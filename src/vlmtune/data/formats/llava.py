@@ -5,7 +5,9 @@ placeholders, as a JSON array or JSONL::
       "conversations": [{"from": "human", "value": "<image>\\nIs the value 38 in 2015?"},
                         {"from": "gpt", "value": "Yes"}]}]
 
-Every image needs its ``<image>`` placeholder in a user turn; a record without one is reported, not guessed.
+Every image needs its ``<image>`` placeholder in a user turn; a record without one is reported, not guessed. The
+newline after ``<image>`` belongs to the placeholder: ``"<image>\\nIs the value..."`` is the image, then the text
+``Is the value...`` (see :func:`.common.split_placeholders`), as the chat template renders an image part and text.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ One JSON object a line::
 ``content`` is a string or a list of parts: ``text``, ``image`` (path relative to the data file's folder;
 ``image_url`` / ``value`` spellings of LLaMA-Factory's typed JSONL are accepted too), and ``box`` / ``point``
 in pixels of the original image (``"image": k`` picks the sample's k-th image; default: the last image
-before it). Boxes are written in the model family's grounding syntax when rendered.
+before it), under the one rule of :mod:`.coords`. Boxes are written in the model family's grounding syntax when
+rendered.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import RecordError
 from ..sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, parse_each
+from .coords import grounding_part
 
 _VISION_TAG = "<|vision_start|>"
 
@@ -105,23 +107,13 @@ def _parse_content(content: Any, where: Where, field: str, n_images: int) -> lis
 
 
 def _grounding_part(part: dict, kind: str, where: Where, field: str, n_images: int) -> BoxPart | PointPart:
-    size = 4 if kind == "box" else 2
-    coords = part.get(kind)
-    if (not isinstance(coords, list) or len(coords) != size
-            or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)):
-        raise where.error(f"'{kind}' must be a list of {size} numbers (pixels of the original image)", field)
     image = part.get("image", n_images - 1)
     if not isinstance(image, int) or not 0 <= image < max(n_images, 1) or n_images == 0:
         raise where.error(f"{kind} refers to image {image!r} but only {n_images} image(s) come before it", field)
     label = part.get("label")
     if label is not None and not isinstance(label, str):
         raise where.error("'label' must be a string", field)
-    if kind == "box":
-        x1, y1, x2, y2 = (float(c) for c in coords)
-        if x2 < x1 or y2 < y1 or min(coords) < 0:
-            raise where.error(f"box {coords} is not (x1, y1, x2, y2) with x1 <= x2, y1 <= y2, all >= 0", field)
-        return BoxPart((x1, y1, x2, y2), image, label)
-    return PointPart((float(coords[0]), float(coords[1])), image, label)
+    return grounding_part(kind, part.get(kind), where, field, image, label)
 
 
 register_reader(MessagesReader())

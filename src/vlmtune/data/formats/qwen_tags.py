@@ -4,7 +4,8 @@ Qwen-VL captioning tutorials::
     {"messages": [{"role": "user", "content": "<|vision_start|>coco/0001.jpg<|vision_end|>Describe it."},
                   {"role": "assistant", "content": "A dog on a beach."}]}
 
-``conversations`` / ``from`` / ``value`` are read too. Each tagged path becomes an image at that position.
+``conversations`` / ``from`` / ``value`` are read too. Each tagged path becomes an image at that position, a
+placeholder like ``<image>``: one newline directly after it (or before it, ending the text) belongs to it.
 """
 
 from __future__ import annotations

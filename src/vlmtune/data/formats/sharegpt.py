@@ -7,7 +7,8 @@
 
 ``conversations`` / ``from`` / ``value`` and the roles ``human`` / ``gpt`` are read too. ms-swift's grounding
 records (``<ref-object>`` / ``<bbox>`` placeholders filled from ``objects: {"ref": [...], "bbox": [...]}`` in
-pixels) become labelled text and boxes, so they render in each family's own grounding syntax.
+pixels) become labelled text and boxes (under the one rule of :mod:`.coords`), so they render in each family's own
+grounding syntax. Newlines next to a placeholder belong to it (see :func:`.common.split_placeholders`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecordError
-from ..sample import BoxPart, ImagePart, Message, Part, Sample, TextPart
+from ..sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, build_conversation, parse_each
+from .coords import grounding_part
 
 USER_ROLES = ("user", "human")
 ASSISTANT_ROLES = ("assistant", "gpt")
@@ -118,7 +120,7 @@ def _fill_objects(sample: Sample, objects: Any, where: Where) -> Sample:
     if objects.get("bbox_type", "real") != "real":
         raise where.error(f"objects.bbox_type {objects['bbox_type']!r}: only 'real' (pixel) boxes are read",
                           "objects.bbox_type")
-    messages = []
+    messages, taken = [], 0
     for message in sample.messages:
         parts: list[Part] = []
         for part in message.content:
@@ -127,12 +129,10 @@ def _fill_objects(sample: Sample, objects: Any, where: Where) -> Sample:
                 continue
             for k, piece in enumerate(part.text.split("<bbox>")):
                 if k:
-                    if not boxes:
+                    if taken >= len(boxes):
                         raise where.error("more <bbox> placeholders than objects.bbox entries", "objects.bbox")
-                    box = boxes.pop(0)
-                    if not (isinstance(box, list) and len(box) == 4):
-                        raise where.error(f"box {box!r} is not [x1, y1, x2, y2]", "objects.bbox")
-                    parts.append(BoxPart(tuple(float(c) for c in box)))
+                    parts.append(grounding_part("box", boxes[taken], where, f"objects.bbox[{taken}]"))
+                    taken += 1
                 while "<ref-object>" in piece:
                     if not refs:
                         raise where.error("more <ref-object> placeholders than objects.ref entries", "objects.ref")
@@ -140,8 +140,8 @@ def _fill_objects(sample: Sample, objects: Any, where: Where) -> Sample:
                 if piece:
                     parts.append(TextPart(piece))
         messages.append(Message(message.role, tuple(parts)))
-    if boxes:
-        raise where.error(f"{len(boxes)} objects.bbox entries have no <bbox> placeholder", "objects.bbox")
+    if taken < len(boxes):
+        raise where.error(f"{len(boxes) - taken} objects.bbox entries have no <bbox> placeholder", "objects.bbox")
     return Sample(tuple(messages), sample.id, sample.meta)
 
 

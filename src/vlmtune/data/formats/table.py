@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RecordError
+from ..errors import DataError, RecordError, user_id
 from ..sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, media_root
@@ -129,7 +129,8 @@ class TableReader:
             end = rows.line_num
             if not row:
                 continue
-            where = Where(path, start, root, options.allow_outside_root)
+            own_id = user_id(dict(zip(header, row, strict=True))) if len(row) == len(header) else None
+            where = Where(path, start, root, options.allow_outside_root, record_id=own_id)
             bad = [(n, why) for n, why in lines.bad.items() if start <= n <= end]
             try:
                 if bad:
