@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DataError, RecordError
 from .formats import ReadOptions, read_dataset
 from .formats.write import sample_to_record
+from .images import frame_count, upright_size
 from .render import CannotShrink
 from .sample import BoxPart, PointPart, Sample
 
@@ -31,7 +32,8 @@ class Problem:
     problem: str
     field: str | None = None
     kind: str = "invalid"
-    """``invalid`` (unreadable, malformed, missing or corrupt image) or ``too_long``."""
+    """``invalid`` (unreadable, malformed, missing or corrupt image), ``too_long``, or ``warning`` (in
+    :attr:`CheckReport.warnings`: the sample is kept)."""
 
     def __str__(self) -> str:
         return f"{self.where}" + (f" field {self.field!r}" if self.field else "") + f": {self.problem}"
@@ -63,6 +65,9 @@ class CheckReport:
     shrunk: list[tuple[str, float]] = field(default_factory=list)
     """``(sample, scale)`` of every sample over max_length kept with its images shown smaller (``shrink``):
     ``scale`` is the new over the old longer side of its largest image."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Usable samples with something worth knowing (``kind`` ``warning``): an image with several frames, of which
+    only the first is used."""
 
     @property
     def ok(self) -> bool:
@@ -86,6 +91,7 @@ class CheckReport:
             "problems": [asdict(p) for p in self.problems],
             "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
             "shrunk": [{"where": a, "scale": round(b, 4)} for a, b in self.shrunk],
+            "warnings": [asdict(p) for p in self.warnings],
         }
 
     def summary(self, limit: int = 50) -> str:
@@ -103,6 +109,11 @@ class CheckReport:
             where, first = self.duplicates[0]
             lines.append(f"warning: {len(self.duplicates)} samples repeat an earlier one (kept), e.g. {where} repeats "
                          f"{first}")
+        if self.warnings:
+            reasons = Counter(_reason(w.problem) for w in self.warnings)
+            lines.append(f"warnings: {len(self.warnings)} (kept): "
+                         + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common()))
+            lines += [f"  {w}" for w in self.warnings[:limit]]
         if self.problems:
             lines.append("problems:")
             lines += [f"  {p}" for p in self.problems[:limit]]
@@ -133,8 +144,13 @@ class ImageProblem(ValueError):
     pass
 
 
-def inspect_image(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image after checking it decodes; ImageProblem says why it does not."""
+MULTI_FRAME = "image '{}' has {} frames (an animation or several pages); only the first is used"
+
+
+def inspect_image(path: Path) -> tuple[tuple[int, int], int]:
+    """``((width, height), frames)`` of an image after checking it decodes; ImageProblem says why it does not.
+
+    The size is the upright image's (EXIF orientation applied), as training and boxes see it."""
     try:
         if path.stat().st_size == 0:
             raise ImageProblem("empty image file (0 bytes)")
@@ -145,6 +161,7 @@ def inspect_image(path: Path) -> tuple[int, int]:
                                    "safety limit for decoding; downscale it first")
             if width == 0 or height == 0:
                 raise ImageProblem(f"image has no pixels ({width}x{height})")
+            size, frames = upright_size(im), frame_count(im)  # before draft mode changes im.size
             # JPEG draft mode decodes at 1/8 scale: truncated files still fail, at a fraction of the cost.
             im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             im.load()
@@ -154,20 +171,23 @@ def inspect_image(path: Path) -> tuple[int, int]:
         raise ImageProblem(f"image is over the pixel safety limit for decoding ({e}); downscale it first") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ImageProblem(f"cannot decode image: {e}") from None
-    return width, height
+    return size, frames
 
 
-def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False
+def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False,
+                  warnings: list[Problem] | None = None
                   ) -> tuple[list[Sample], list[Problem], list[tuple[int, int]], list[tuple[str, float]]]:
     """Usable samples, the problems of the others, token lengths (with a renderer) and the shrunk samples.
 
     ``shrink``: a sample over the renderer's max_length is kept with its images shown smaller where that makes
-    it fit (:meth:`Renderer.shrink_to_fit`), and is a TOO_LONG problem only where nothing does.
+    it fit (:meth:`Renderer.shrink_to_fit`), and is a TOO_LONG problem only where nothing does. ``warnings``:
+    where given, gets a ``warning`` Problem for each usable sample's image with several frames.
     """
     sizes: dict[Path, tuple[int, int] | str] = {}
+    frames: dict[Path, int] = {}
     good, problems, lengths, shrunk = [], [], [], []
     for sample in samples:
-        problem = _image_problem(sample, sizes)
+        problem = _image_problem(sample, sizes, frames)
         if problem:
             problems.append(Problem(sample.id, problem))
             continue
@@ -198,6 +218,9 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
                 sample = smaller
             lengths.append((text, visual))
         good.append(sample)
+        if warnings is not None:
+            warnings += [Problem(sample.id, MULTI_FRAME.format(path.name, frames[path]), kind="warning")
+                         for path in dict.fromkeys(sample.images) if frames.get(path, 1) > 1]
     return good, problems, lengths, shrunk
 
 
@@ -208,11 +231,11 @@ def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
     return max(after.image_parts[largest].size) / max(old[largest])
 
 
-def _image_problem(sample: Sample, sizes: dict) -> str | None:
+def _image_problem(sample: Sample, sizes: dict, frames: dict) -> str | None:
     for path in sample.images:
         if path not in sizes:
             try:
-                sizes[path] = inspect_image(path)
+                sizes[path], frames[path] = inspect_image(path)
             except ImageProblem as e:
                 sizes[path] = str(e)
         if isinstance(sizes[path], str):
@@ -242,7 +265,8 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
                          max_length=renderer.max_length if renderer is not None else None)
     report.records = len(result.samples) + len(result.problems)
     report.problems = [Problem.from_error(e) for e in result.problems]
-    good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink)
+    good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink,
+                                                                  report.warnings)
     report.samples = good
     report.problems += problems
     report.problems.sort(key=lambda p: _order(p.where))

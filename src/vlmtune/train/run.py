@@ -352,6 +352,8 @@ def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) ->
         reasons = "; ".join(f"{n}x {r}" for r, n in report.counts_by_reason().most_common(3))
         raise DataError(f"{key}: no usable sample in {path} ({report.records} records): {reasons or 'empty file'}; "
                         f"run `vlmtune data check {path}` for the full list")
+    if report.warnings:
+        log.warning("%s: %d warnings (samples kept), e.g. %s", key, len(report.warnings), report.warnings[0])
     log.info("%s: %d samples from %s (format %s)", key, len(report.samples), path, report.format)
     return report
 
