@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from ..files import make_readable
 from .check import content_key
 from .images import RULES as IMAGE_RULES
 from .render import Renderer
@@ -79,6 +80,7 @@ def _write(path: Path, features: dict[str, torch.Tensor]) -> None:
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in features.items()}, tmp)
+        make_readable(tmp)  # mkstemp and safetensors both make 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
