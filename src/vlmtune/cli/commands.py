@@ -124,13 +124,14 @@ def predict(args: argparse.Namespace) -> int:
     from ..models import family_of, load_processor
 
     spec = family_of(model_path)
-    model = load_for_inference(model_path, settings.cfg.model.dtype, args.adapter)
     parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(question)]
     # The system prompt as the data readers add it: first, to a conversation that has none.
     system = (Message("system", (TextPart(d.system),)),) if d.system else ()
     prompt = Sample(messages=(*system, Message("user", tuple(parts))), id="<prompt>")
     renderer = Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec, d.max_length,
                         d.image_size)
+    renderer.encode_prompt(prompt)  # an image the processor cannot take is refused before the weights load
+    model = load_for_inference(model_path, settings.cfg.model.dtype, args.adapter)
     print(generate(model, renderer, [prompt], settings.cfg.eval.max_new_tokens, progress=False)[0])
     return 0
 

@@ -4,8 +4,8 @@ once per sample, and every later epoch, run or process reads the tensors back (s
 A sample's key hashes everything its tensors depend on: its content (messages, image paths, the size a shrunk
 image is shown at), each image file's size and modification time, the processor's settings (image processor, chat
 template, tokenizer vocabulary), the family's masking markers, ``max_length``, the fixed ``image_size`` (where
-set) and the vlmtune version. Changing any of them renders afresh; stale entries are never read (delete the folder
-to reclaim the space).
+set), the image loading rules (:data:`vlmtune.data.images.RULES`) and the vlmtune version. Changing any of them
+renders afresh; stale entries are never read (delete the folder to reclaim the space).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from ..files import make_readable
 from .check import content_key
+from .images import RULES as IMAGE_RULES
 from .render import Renderer
 from .sample import Sample
 
@@ -78,6 +80,7 @@ def _write(path: Path, features: dict[str, torch.Tensor]) -> None:
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in features.items()}, tmp)
+        make_readable(tmp)  # mkstemp and safetensors both make 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -91,7 +94,7 @@ def renderer_fingerprint(renderer: Renderer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     parts = {
-        "vlmtune": __version__, "family": spec.name, "max_length": renderer.max_length,
+        "vlmtune": __version__, "family": spec.name, "max_length": renderer.max_length, "images": IMAGE_RULES,
         "markers": [spec.assistant_header, spec.turn_end, spec.answer_prefix, spec.turn_end_replaces,
                     sorted(spec.chat_template_kwargs.items())],
         "processor": processor.to_json_string() if hasattr(processor, "to_json_string") else repr(processor),

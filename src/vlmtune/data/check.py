@@ -18,6 +18,7 @@ from .errors import DataError, RecordError
 from .formats import ReadOptions, read_dataset
 from .formats.coords import inside
 from .formats.write import sample_to_record
+from .images import frame_count, upright_size
 from .render import CannotShrink
 from .sample import BoxPart, PointPart, Sample
 
@@ -33,7 +34,8 @@ class Problem:
     problem: str
     field: str | None = None
     kind: str = "invalid"
-    """``invalid`` (unreadable, malformed, missing or corrupt image) or ``too_long``."""
+    """``invalid`` (unreadable, malformed, missing or corrupt image), ``too_long``, or ``warning`` (in
+    :attr:`CheckReport.warnings`: the sample is kept)."""
 
     def __str__(self) -> str:
         return f"{self.where}" + (f" field {self.field!r}" if self.field else "") + f": {self.problem}"
@@ -65,6 +67,9 @@ class CheckReport:
     shrunk: list[tuple[str, float]] = field(default_factory=list)
     """``(sample, scale)`` of every sample over max_length kept with its images shown smaller (``shrink``):
     ``scale`` is the new over the old longer side of its largest image."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Usable samples with something worth knowing (``kind`` ``warning``): an image with several frames, of which
+    only the first is used."""
 
     @property
     def ok(self) -> bool:
@@ -88,6 +93,7 @@ class CheckReport:
             "problems": [asdict(p) for p in self.problems],
             "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
             "shrunk": [{"where": a, "scale": round(b, 4)} for a, b in self.shrunk],
+            "warnings": [asdict(p) for p in self.warnings],
         }
 
     def summary(self, limit: int = 50) -> str:
@@ -105,6 +111,11 @@ class CheckReport:
             where, first = self.duplicates[0]
             lines.append(f"warning: {len(self.duplicates)} samples repeat an earlier one (kept), e.g. {where} repeats "
                          f"{first}")
+        if self.warnings:
+            reasons = Counter(_reason(w.problem) for w in self.warnings)
+            lines.append(f"warnings: {len(self.warnings)} (kept): "
+                         + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common()))
+            lines += [f"  {w}" for w in self.warnings[:limit]]
         if self.problems:
             lines.append("problems:")
             lines += [f"  {p}" for p in self.problems[:limit]]
@@ -135,8 +146,13 @@ class ImageProblem(ValueError):
     pass
 
 
-def inspect_image(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image after checking it decodes; ImageProblem says why it does not."""
+MULTI_FRAME = "image '{}' has {} frames (an animation or several pages); only the first is used"
+
+
+def inspect_image(path: Path) -> tuple[tuple[int, int], int]:
+    """``((width, height), frames)`` of an image after checking it decodes; ImageProblem says why it does not.
+
+    The size is the upright image's (EXIF orientation applied), as training and boxes see it."""
     try:
         if path.stat().st_size == 0:
             raise ImageProblem("empty image file (0 bytes)")
@@ -147,6 +163,7 @@ def inspect_image(path: Path) -> tuple[int, int]:
                                    "safety limit for decoding; downscale it first")
             if width == 0 or height == 0:
                 raise ImageProblem(f"image has no pixels ({width}x{height})")
+            size, frames = upright_size(im), frame_count(im)  # before draft mode changes im.size
             # JPEG draft mode decodes at 1/8 scale: truncated files still fail, at a fraction of the cost.
             im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             im.load()
@@ -156,20 +173,23 @@ def inspect_image(path: Path) -> tuple[int, int]:
         raise ImageProblem(f"image is over the pixel safety limit for decoding ({e}); downscale it first") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ImageProblem(f"cannot decode image: {e}") from None
-    return width, height
+    return size, frames
 
 
-def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False
+def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False,
+                  warnings: list[Problem] | None = None
                   ) -> tuple[list[Sample], list[Problem], list[tuple[int, int]], list[tuple[str, float]]]:
     """Usable samples, the problems of the others, token lengths (with a renderer) and the shrunk samples.
 
     ``shrink``: a sample over the renderer's max_length is kept with its images shown smaller where that makes
-    it fit (:meth:`Renderer.shrink_to_fit`), and is a TOO_LONG problem only where nothing does.
+    it fit (:meth:`Renderer.shrink_to_fit`), and is a TOO_LONG problem only where nothing does. ``warnings``:
+    where given, gets a ``warning`` Problem for each usable sample's image with several frames.
     """
     sizes: dict[Path, tuple[int, int] | str] = {}
+    frames: dict[Path, int] = {}
     good, problems, lengths, shrunk = [], [], [], []
     for sample in samples:
-        problem = _image_problem(sample, sizes)
+        problem = _image_problem(sample, sizes, frames)
         if problem:
             problems.append(Problem(sample.id, *problem))
             continue
@@ -200,6 +220,9 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
                 sample = smaller
             lengths.append((text, visual))
         good.append(sample)
+        if warnings is not None:
+            warnings += [Problem(sample.id, MULTI_FRAME.format(path.name, frames[path]), kind="warning")
+                         for path in dict.fromkeys(sample.images) if frames.get(path, 1) > 1]
     return good, problems, lengths, shrunk
 
 
@@ -210,12 +233,12 @@ def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
     return max(after.image_parts[largest].size) / max(old[largest])
 
 
-def _image_problem(sample: Sample, sizes: dict) -> tuple[str, str | None] | None:
+def _image_problem(sample: Sample, sizes: dict, frames: dict) -> tuple[str, str | None] | None:
     """Why the sample's images (or its boxes and points on them) cannot be used, and the field at fault."""
     for path in sample.images:
         if path not in sizes:
             try:
-                sizes[path] = inspect_image(path)
+                sizes[path], frames[path] = inspect_image(path)
             except ImageProblem as e:
                 sizes[path] = str(e)
         if isinstance(sizes[path], str):
@@ -244,7 +267,8 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
                          max_length=renderer.max_length if renderer is not None else None)
     report.records = len(result.samples) + len(result.problems)
     report.problems = [Problem.from_error(e) for e in result.problems]
-    good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink)
+    good, problems, report.lengths, report.shrunk = check_samples(result.samples, renderer, shrink,
+                                                                  report.warnings)
     report.samples = good
     report.problems += problems
     report.problems.sort(key=lambda p: result.order.get(p.where, len(result.order)))

@@ -19,6 +19,7 @@ from ..models import grounding  # the module, not its names: it imports this pac
 from ..models.registry import UnknownFamilyError
 from ..models.spec import FamilySpec
 from .errors import SampleError
+from .images import image_size, load_image
 from .sample import GroundingPart, Sample
 
 IGNORE_INDEX = -100
@@ -32,17 +33,6 @@ class TemplateMismatch(UnknownFamilyError):
 
 class CannotShrink(SampleError):
     """No smaller size of a sample's images brings it within ``max_length`` (``problem`` says why)."""
-
-
-def load_image(path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
-def image_size(path) -> grounding.Size:
-    """``(width, height)`` of an image file, from its header (the pixels are not decoded)."""
-    with Image.open(path) as im:
-        return im.size
 
 
 class Renderer:
@@ -180,6 +170,8 @@ class Renderer:
         self._refuse_control_tokens(sample)
         image_sizes = [part.size or self.image_size or size
                        for part, size in zip(sample.image_parts, image_sizes, strict=True)]
+        for part, size in zip(sample.image_parts, image_sizes, strict=True):
+            self._refuse_aspect_ratio(sample, part.path, size)
         text = self.text(sample)
         if not self.spec.assistant_header and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
@@ -314,11 +306,21 @@ class Renderer:
             size = part.size or self.image_size
             images.append(image if size is None or image.size == tuple(size)
                           else image.resize(tuple(size), Image.Resampling.BICUBIC))
+            self._refuse_aspect_ratio(sample, part.path, images[-1].size)
         # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
         # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
         batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
                                add_special_tokens=self._add_special_tokens(text))
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
+
+    def _refuse_aspect_ratio(self, sample: Sample, path, size: grounding.Size) -> None:
+        # The family's image processor raises on such an image (Qwen-VL: over 200:1) deep in a batch: name it here.
+        limit, (width, height) = self.spec.max_aspect_ratio, size
+        if limit and max(width, height) > limit * min(width, height):
+            raise SampleError(sample.id, (
+                f"image {path} is {width}x{height} pixels, an aspect ratio of "
+                f"{max(width, height) / max(1, min(width, height)):.0f}:1; {self.spec.name}'s image processor takes "
+                f"at most {limit:g}:1. Crop or pad the image"))
 
     def _refuse_control_tokens(self, sample: Sample) -> None:
         # The tokenizer reads "<|im_end|>" typed in a message as the real control token: the turn would end

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from ..data.images import load_image
 
 GALLERY_CAP = 60
 THUMB_SIDE = 256
@@ -177,18 +177,12 @@ def _thumbnail(path: Any, cache: dict[str, str]) -> str:
     key = str(path)
     if key not in cache:
         try:
-            with Image.open(key) as im:
-                im = ImageOps.exif_transpose(im)
-                im.thumbnail((THUMB_SIDE, THUMB_SIDE))
-                buf = io.BytesIO()
-                # JPEG keeps photos small; PNG where transparency would otherwise turn black.
-                if im.mode in ("RGBA", "LA", "P", "PA"):
-                    im.convert("RGBA").save(buf, format="PNG")
-                    mime = "png"
-                else:
-                    im.convert("RGB").save(buf, format="JPEG", quality=85)
-                    mime = "jpeg"
-            cache[key] = f'<img alt="{_esc(Path(key).name)}" src="data:image/{mime};base64,{_b64(buf)}">'
+            # The image as the model was shown it (upright, transparency on white): boxes drawn on it line up.
+            im = load_image(key)
+            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=85)
+            cache[key] = f'<img alt="{_esc(Path(key).name)}" src="data:image/jpeg;base64,{_b64(buf)}">'
         except Exception:  # any unreadable image (missing, truncated, odd mode) must not sink the whole report
             cache[key] = f'<span class="placeholder" title="{_esc(key)}">image not readable: {_esc(key)}</span>'
     return cache[key]

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files import make_readable
 from ..models import FamilySpec, family_of
 from .card import model_card
 from .folders import ADAPTER_FILES, _refuse_non_empty, require_adapter
@@ -61,6 +62,7 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path, run_dir: str | 
         image = ImageSettings.of(min_pixels, max_pixels, image_size)
         image.write(out)
     (out / "README.md").write_text(model_card(config, out.name, run, problems, spec, image))
+    make_readable(out)
     return out
 
 

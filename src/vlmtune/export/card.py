@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,13 @@ def model_card(config: dict[str, Any], name: str, run_dir: Path | None = None, v
         f"processor = AutoProcessor.from_pretrained({base!r}{''.join(f', {k}={v}' for k, v in kwargs.items())})",
         "```", "",
         "## Serve with vLLM", "", "```",
-        f"vllm serve {base} --enable-lora --lora-modules {name}=path/to/{name} --max-lora-rank "
-        f"{_vllm_rank(rank)}" + (f" --mm-processor-kwargs '{json.dumps(kwargs)}'" if kwargs else ""), "```", "",
+        # Quoted for the shell: a copied command must keep a base path or name with spaces or quotes whole.
+        f"vllm serve {shlex.quote(base)} --enable-lora --lora-modules {shlex.quote(f'{name}=path/to/{name}')} "
+        f"--max-lora-rank {_vllm_rank(rank)}"
+        + (f" --mm-processor-kwargs {shlex.quote(json.dumps(kwargs))}" if kwargs else ""), "```", "",
         "A request names the adapter as its model:", "", "```",
-        f"curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{_request(name)}'",
+        "curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d "
+        + shlex.quote(_request(name)),
         "```", "",
         *_vllm_lines(vllm_problems), "",
     ])

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from ..files import make_readable
 from ..models import family_of, load_model, load_processor, resolve_dtype
 from .folders import _refuse_non_empty, require_adapter
 from .settings import ImageSettings
@@ -45,6 +46,7 @@ def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     if note := image.stretch_note():
         log.warning("export: %s", note)
     _check_merged(out, architectures)
+    make_readable(out)  # safetensors writes the weights 0600
     return out
 
 

@@ -73,7 +73,7 @@ QWEN3_5 = register_family(FamilySpec(
     # Full-attention layers (gated: q_proj also yields the output gate), Gated-DeltaNet layers, and the MLPs.
     language_lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkv", "in_proj_z", "in_proj_b",
                            "in_proj_a", "out_proj", "gate_proj", "up_proj", "down_proj"),
-    image_factor=32, min_pixels=65536, max_pixels=16777216,
+    image_factor=32, min_pixels=65536, max_pixels=16777216, max_aspect_ratio=200,
     tiny_config=_tiny_qwen3_5, grounding=_QWEN3_VL_GROUNDING,
     # Small pixel limits: a demo image becomes a few visual tokens.
     tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 32 ** 2,

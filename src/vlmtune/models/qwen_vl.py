@@ -120,7 +120,7 @@ _QWEN2_COMMON = dict(
     eos_token="<|im_end|>", pad_token="<|endoftext|>",
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=_COMPONENTS, language_lora_targets=_LANGUAGE_TARGETS,
-    image_factor=28, min_pixels=3136, max_pixels=12845056,
+    image_factor=28, min_pixels=3136, max_pixels=12845056, max_aspect_ratio=200,
     tiny_image_processor=_tiny_image_processor(14),
 )
 
@@ -144,7 +144,7 @@ QWEN3_VL = register_family(FamilySpec(
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components={**_COMPONENTS, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")},
     language_lora_targets=_LANGUAGE_TARGETS,
-    image_factor=32, min_pixels=65536, max_pixels=16777216,
+    image_factor=32, min_pixels=65536, max_pixels=16777216, max_aspect_ratio=200,
     tiny_config=_tiny_qwen3_vl, grounding=_QWEN3_VL_GROUNDING,
     tiny_image_processor=_tiny_image_processor(16),
     source="https://huggingface.co/Qwen/Qwen3-VL-8B-Instruct",

@@ -61,6 +61,9 @@ class FamilySpec:
     min_pixels: int = 0
     max_pixels: int = 0
     """Pixel limits of the published checkpoints' processors (0: the family has none)."""
+    max_aspect_ratio: float = 0
+    """Longest over shortest image side the family's image processor accepts (Qwen-VL's ``smart_resize`` raises
+    over 200); such images are refused with their sample. 0: no limit."""
     image_processor_class: str = ""
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     video_processor_class: str = ""

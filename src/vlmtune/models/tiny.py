@@ -16,6 +16,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig
 
+from ..files import make_readable
 from .processor_compat import new_processor, video_processor_defaults
 from .spec import FamilySpec
 
@@ -113,5 +114,6 @@ def build_tiny(spec: FamilySpec, out_dir: str | Path, seed: int = 0) -> Path:
     model.generation_config = GenerationConfig(
         eos_token_id=ids[spec.turn_end], pad_token_id=ids[spec.pad_token], do_sample=False)
     model.save_pretrained(out)
+    make_readable(out)  # safetensors writes the weights 0600
     return out
 

@@ -1,4 +1,5 @@
-"""Trainer callbacks: every log line also goes to ``metrics.jsonl`` in the run directory."""
+"""Trainer callbacks: every log line also goes to ``metrics.jsonl`` in the run directory; checkpoints are
+readable like the rest of the run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from ..files import make_readable
 
 
 class MetricsFile(TrainerCallback):
@@ -20,3 +23,11 @@ class MetricsFile(TrainerCallback):
         if logs and state.is_world_process_zero:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class ReadableCheckpoints(TrainerCallback):
+    """After each checkpoint save, gives its files the permissions the umask allows (safetensors writes 0600)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            make_readable(Path(args.output_dir) / f"checkpoint-{state.global_step}")

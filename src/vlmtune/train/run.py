@@ -7,6 +7,7 @@ import json
 import logging
 import logging.handlers
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from ..data.check import TOO_LONG, CheckReport, check_dataset
 from ..data.collate import placeholder_image_features
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
+from ..files import make_readable
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
 from ..models.kernels import use_liger_kernels
 from . import run_folder
-from .callbacks import MetricsFile
+from .callbacks import MetricsFile, ReadableCheckpoints
 from .checkpoints import checkpoint_step, checkpoints, resolve_resume
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .lora import apply_lora, format_table, parameter_table, prepare_full
@@ -128,7 +130,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
                  len(placeholder["input_ids"]))
     tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", run_dir / "tensorboard"))
     stop = StopOnInterrupt(save=bool(cfg.train.save_steps))
-    callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None), CurrentIntervals(), stop]
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl", append=checkpoint is not None), CurrentIntervals(), stop,
+                 ReadableCheckpoints()]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
     if "tensorboard" in args.report_to and args.should_log:
@@ -195,6 +198,7 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
         metrics.update(scores)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
+    make_readable(run_dir)  # safetensors writes the weights 0600
     return RunResult(run_dir=run_dir, weights_dir=weights_dir, metrics=metrics)
 
 
@@ -351,7 +355,9 @@ def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) ->
     if not report.samples:
         reasons = "; ".join(f"{n}x {r}" for r, n in report.counts_by_reason().most_common(3))
         raise DataError(f"{key}: no usable sample in {path} ({report.records} records): {reasons or 'empty file'}; "
-                        f"run `vlmtune data check {path}` for the full list")
+                        f"run `vlmtune data check {shlex.quote(str(path))}` for the full list")
+    if report.warnings:
+        log.warning("%s: %d warnings (samples kept), e.g. %s", key, len(report.warnings), report.warnings[0])
     log.info("%s: %d samples from %s (format %s)", key, len(report.samples), path, report.format)
     return report
 

@@ -37,6 +37,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import RecordError
+from ..images import image_size, load_image
 from ..sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, json_records, media_root, record_where
@@ -146,8 +147,7 @@ def _action_answer(record: dict, where: Where, size: _Size) -> list[Part]:
 def _size(path: Path, where: Where, key: str, sizes: dict[Path, _Size | str]) -> _Size:
     if path not in sizes:
         try:
-            with Image.open(path) as im:  # reads the header only
-                sizes[path] = im.size
+            sizes[path] = image_size(path)  # the upright size, from the header only
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             sizes[path] = f"screenshot is not a readable image: {e}"
     size = sizes[path]
@@ -222,17 +222,9 @@ def _to_jpeg(source: Path, folder: Path, n: int, quality: int) -> Path | str:
     # Numbered names keep screenshots of the same name from different folders apart.
     target = folder / f"{n:06d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', source.stem)[:60]}.jpg"
     try:
-        with Image.open(source) as im:
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                # Transparent pixels go on white, as a viewer shows them; convert("RGB") would expose
-                # whatever colour they happen to store.
-                rgba = im.convert("RGBA")
-                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-                rgb.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                rgb = im.convert("RGB")
-            # 4:4:4 chroma keeps small coloured UI text legible.
-            rgb.save(target, "JPEG", quality=quality, subsampling=0)
+        # Upright, transparency on white, as training shows it (vlmtune.data.images); the JPEG has no EXIF
+        # orientation left to apply twice. 4:4:4 chroma keeps small coloured UI text legible.
+        load_image(source).save(target, "JPEG", quality=quality, subsampling=0)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return f"screenshot could not be converted to JPEG: {e}"
     return target

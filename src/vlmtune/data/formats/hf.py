@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...files import make_readable
 from ..errors import DataError, RecordError, user_id
 from ..sample import ImagePart, Sample
 from . import register_reader
@@ -226,6 +227,7 @@ def _write(folder: Path, name: str, data: bytes) -> Path:
         except OSError:
             os.unlink(f.name)
             raise
+    make_readable(f.name)  # NamedTemporaryFile makes a 0600 file
     os.replace(f.name, folder / name)
     return (folder / name).resolve()
 
