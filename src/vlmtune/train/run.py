@@ -22,6 +22,7 @@ from ..data.check import TOO_LONG, CheckReport, check_dataset
 from ..data.collate import placeholder_image_features
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
+from ..evaluate.run import check_references
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
 from ..models.kernels import use_liger_kernels
 from . import run_folder
@@ -106,6 +107,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     train_samples = train_report.samples
     val_report = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else None
     val_samples = val_report.samples if val_report else []
+    if val_samples and (cfg.eval.at_end or cfg.train.best_by != "loss"):  # a bad reference stops it before training
+        check_references(renderer, val_samples[:cfg.eval.max_samples], cfg.eval.metric_names())
 
     # The arguments before the model: under a ZeRO-3 launch they make transformers load each weight straight
     # into its shards (zero.Init), so no process holds the whole model. Not for full fine-tuning: transformers
