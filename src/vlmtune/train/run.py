@@ -29,7 +29,7 @@ from . import run_folder
 from .callbacks import MetricsFile
 from .checkpoints import checkpoint_step, checkpoints, resolve_resume
 from .interrupt import StopOnInterrupt, TrainingInterrupted
-from .lora import apply_lora, format_table, parameter_table, prepare_full
+from .lora import apply_lora, check_targets, format_table, parameter_table, prepare_full
 from .resume_check import CurrentIntervals, check_resume
 from .run_plan import log_plan, trainer_plan
 from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
@@ -94,6 +94,7 @@ def check_runnable(cfg: Config) -> None:
         raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
                           "Use train.method=lora here.")
     check_config(cfg)
+    check_targets(cfg)  # a wrong lora.targets name stops the run before any data or weight is read
 
 
 def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
