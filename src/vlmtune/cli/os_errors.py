@@ -22,7 +22,8 @@ def describe_error(error: BaseException, args: argparse.Namespace | None = None)
             return describe_os_error(cause, args)
         if any(s in str(cause) for s in _NO_SPACE):
             return describe_os_error(OSError(errno.ENOSPC, "No space left on device"), args)
-        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+        # Only explicit causes (raise ... from e): an error raised while another was handled may be a bug of its own.
+        cause = cause.__cause__
     return None
 
 
