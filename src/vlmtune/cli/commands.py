@@ -28,7 +28,7 @@ def train(args: argparse.Namespace) -> int:
         quiet_progress_bars()
     from ..train import build_model
     from ..train import train as run_training
-    from ..train.lora import format_table, parameter_table
+    from ..train.lora import check_targets, format_table, parameter_table
 
     if args.dry_run:
         import torch
@@ -42,6 +42,7 @@ def train(args: argparse.Namespace) -> int:
             # Same modules, same trainable counts: only the frozen weights' storage differs.
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": "lora"})})
             note = " (no CUDA here: counted without 4-bit quantisation, which changes no trainable count)"
+        check_targets(cfg, spec)
         model = build_model(cfg, spec)
         shown = spec.components if is_inferred(spec) or cfg.model.components else None
         print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"

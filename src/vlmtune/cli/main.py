@@ -10,6 +10,7 @@ from ..evaluate.metrics import TASK_METRICS
 from ..quiet import quiet_progress_bars, quiet_third_party
 from ..serve.command import add_arguments as serve_arguments
 from . import commands
+from .os_errors import describe_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,10 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         quiet_progress_bars()
     try:
         return args.run(args) or 0
-    except commands.USER_ERRORS as e:
+    except Exception as e:
+        # The user's errors, and the file system's (a full disk, a read-only folder): one line, no traceback.
+        own = isinstance(e, commands.USER_ERRORS) and not isinstance(e, OSError)  # already says what is wrong
+        message = None if own else describe_error(e, args)
+        if message is None and not isinstance(e, commands.USER_ERRORS):
+            raise
         name = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
                                   getattr(args, "config_command", None))))
-        print(f"vlmtune {name}: error: {e}", file=sys.stderr)
+        print(f"vlmtune {name}: error: {message or e}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from .check import content_key
 from .images import RULES as IMAGE_RULES
 from .render import Renderer
 from .sample import Sample
+
+log = logging.getLogger("vlmtune")
 
 
 class CachedRenderer:
@@ -63,15 +66,31 @@ class CachedRenderer:
         if path.is_file():
             try:
                 features = load_file(path)
+                problem = _entry_problem(features)
+            except (SafetensorError, OSError) as e:
+                problem = str(e)
+            if problem is None:
                 self.hits += 1
                 return features
-            except (SafetensorError, OSError):  # a truncated or foreign file: render again and replace it
-                pass
+            # A truncated or foreign file (a crash mid-write elsewhere, a disk error): render again and replace it.
+            log.warning("data cache: %s (sample %s) is unreadable (%s); deleted, rendering it again", path, sample.id,
+                        problem)
+            path.unlink(missing_ok=True)
         features = self.renderer.encode(sample)
         self.misses += 1
         if all(isinstance(v, torch.Tensor) for v in features.values()):
             _write(path, features)
         return features
+
+
+def _entry_problem(features: dict[str, torch.Tensor]) -> str | None:
+    """Why tensors read from a cache file are not a rendered sample; None where they are."""
+    ids, labels = features.get("input_ids"), features.get("labels")
+    if ids is None or labels is None:
+        return "no input_ids or labels in it"
+    if ids.dim() != 1 or ids.shape != labels.shape:
+        return f"input_ids {tuple(ids.shape)} and labels {tuple(labels.shape)} do not match"
+    return None
 
 
 def _write(path: Path, features: dict[str, torch.Tensor]) -> None:

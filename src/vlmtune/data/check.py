@@ -262,6 +262,8 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
 
     ``shrink``: samples over max_length are kept with their images shown smaller where that fits
     (``data.on_too_long: shrink``; see :func:`check_samples`)."""
+    if renderer is not None and options is not None:
+        refuse_control_tokens(options, renderer)
     result = read_dataset(path, format, options)
     report = CheckReport(source=str(path), format=result.format,
                          max_length=renderer.max_length if renderer is not None else None)
@@ -281,6 +283,15 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
     report.images = sum(len(s.images) for s in good)
     report.turns = sum(len(s.messages) for s in good)
     return report
+
+
+def refuse_control_tokens(options: ReadOptions, renderer: Any) -> None:
+    """Raise :class:`DataError` where the prompt or system prompt the reader adds to records (``data.prompt``,
+    ``data.system``) holds a control token of the renderer's model: every sample would carry it."""
+    for key, text, role in (("data.prompt", options.prompt, "user"), ("data.system", options.system, "system")):
+        problem = renderer.control_token_problem(text, role=role)
+        if problem:
+            raise DataError(f"{key} {problem}")
 
 
 def content_key(sample: Sample) -> str:

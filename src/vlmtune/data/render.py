@@ -20,7 +20,7 @@ from ..models.registry import UnknownFamilyError
 from ..models.spec import FamilySpec
 from .errors import SampleError
 from .images import image_size, load_image
-from .sample import GroundingPart, Sample
+from .sample import BoxPart, GroundingPart, PointPart, Sample
 
 IGNORE_INDEX = -100
 TURN_CHECKS = 8
@@ -323,20 +323,39 @@ class Renderer:
                 f"at most {limit:g}:1. Crop or pad the image"))
 
     def _refuse_control_tokens(self, sample: Sample) -> None:
+        for i, message in enumerate(sample.messages):
+            for field, text in _text_fields(message, i):
+                problem = self.control_token_problem(text, role=message.role)
+                if problem:
+                    raise SampleError(sample.id, f"{field} {problem}")
+
+    def control_token_problem(self, text: str | None, role: str = "user") -> str | None:
+        """Why ``text``, written in a ``role`` turn, cannot go into the chat template (it holds a control token of
+        this model, or, outside an assistant turn, its plain-text assistant header); None where it can."""
+        if not text:
+            return None
         # The tokenizer reads "<|im_end|>" typed in a message as the real control token: the turn would end
         # early and the label mask would follow the injected structure instead of the data's.
-        for i, message in enumerate(sample.messages):
-            for token in self.spec.special_tokens:
-                if token in message.text and token not in self.spec.text_tokens:
-                    raise SampleError(sample.id, f"messages[{i}] contains the special token {token!r}, which the "
-                                      "model would read as a control token; remove it from the text")
+        for token in self.spec.special_tokens:
+            if token in text and token not in self.spec.text_tokens:
+                return (f"contains the special token {token!r}, which the model would read as a control token; "
+                        "remove it from the text")
         # A plain-text header (LLaVA-1.5's "ASSISTANT:") typed in a prompt would open an answer there: the rest of
         # the prompt and the real header would be trained on as the answer.
         header = self.spec.assistant_header.strip()
-        for i, message in enumerate(sample.messages):
-            if header and message.role != "assistant" and header in message.text:
-                raise SampleError(sample.id, f"messages[{i}] ({message.role}) contains {header!r}, the assistant "
-                                  "header of this model's chat format: its answer would start there; reword it")
+        if header and role != "assistant" and header in text:
+            return (f"({role}) contains {header!r}, the assistant header of this model's chat format: its answer "
+                    "would start there; reword it")
+        return None
+
+
+def _text_fields(message, index: int):
+    """``(field, text)`` of every text of message ``index`` that reaches the chat template: its text (joined, as
+    the template sees it) and each box or point label."""
+    yield f"messages[{index}]", message.text
+    for j, part in enumerate(message.content):
+        if isinstance(part, BoxPart | PointPart) and part.label:
+            yield f"messages[{index}].content[{j}].label", part.label
 
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.errors import user_id
+from ..data.errors import SampleError, user_id
 from ..data.render import Renderer, image_size
 from ..data.sample import BoxPart, PointPart, Sample
 from .generate import generate
@@ -83,6 +83,7 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
         references.append(renderer.message_text(sample, len(prompt.messages)))
         grounding.append(tuple(p for p in sample.messages[len(prompt.messages)].content
                                if isinstance(p, BoxPart | PointPart)))
+    check_references(renderer, samples, metrics, references)
     answers = {"tuned": generate(model, renderer, prompts, max_new_tokens, batch_size, progress)}
     if compare_base and base_model is not None:
         answers["base"] = generate(base_model, renderer, prompts, max_new_tokens, batch_size, progress)
@@ -116,6 +117,28 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
                                 for side in sides} for name in metrics}
         rows.append(row)
     return Comparison(table, rows, counts)
+
+
+def check_references(renderer: Renderer, samples: list[Sample], metrics: list[str],
+                     references: list[str] | None = None) -> None:
+    """Raise :class:`SampleError` for the first sample whose reference answer one of ``metrics`` cannot score
+    (the extraction metrics need JSON), before anything is generated. ``references``: the samples' reference
+    texts where already rendered."""
+    checks = [(name, get_metric(name).reference_problem) for name in metrics]
+    checks = [(name, check) for name, check in checks if check is not None]
+    if not checks:
+        return
+    for i, sample in enumerate(samples):
+        if references is not None:
+            reference = references[i]
+        else:
+            last = max(j for j, m in enumerate(sample.messages) if m.role == "assistant")
+            reference = renderer.message_text(sample, last)
+        for name, check in checks:
+            problem = check(reference)
+            if problem:
+                raise SampleError(sample.id, f"{problem} (metric {name}): {reference[:80]!r}; fix the record or "
+                                  "choose other eval.metrics")
 
 
 def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import bounded_json
 from ..data.sample import BoxPart, GroundingPart, PointPart
 
 Size = tuple[int, int]
@@ -103,22 +104,55 @@ class GroundingConvention:
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _BOX_BODY = re.compile(rf"\s*\({_NUMBER},{_NUMBER}\)\s*(?:,\s*\({_NUMBER},{_NUMBER}\)\s*)?")
-_TOKENS = re.compile(
-    r"<\|object_ref_start\|>(?P<ref>.*?)<\|object_ref_end\|>|<\|box_start\|>(?P<box>.*?)<\|box_end\|>", re.S)
+_TOKENS = ("<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>")
 
 
-def _labelled_boxes(pattern: re.Pattern, text: str) -> Iterator[tuple[str, str | None]]:
-    """``(box body, label)`` for each box group of ``pattern`` (groups ``ref`` and ``box``) in ``text``. A ref
-    names the boxes that follow it directly ("<ref>sheep</ref><box>..</box><box>..</box>"); text between ends it."""
+class _Next:
+    """The next occurrence of ``needle`` in ``text`` at or after a position that only grows: each stretch of the
+    text is searched once, so finding every marker stays linear in the length of the text."""
+
+    def __init__(self, text: str, needle: str):
+        self.text, self.needle, self.at, self.since = text, needle, -1, -1
+
+    def find(self, pos: int) -> int:
+        if self.since == -1 or (self.at != -1 and self.at < pos):
+            self.at, self.since = self.text.find(self.needle, pos), pos
+        return self.at
+
+
+def _marked(text: str, markers: tuple[str, str, str, str]) -> Iterator[tuple[str, int, int, str]]:
+    """``(kind, start, end, body)`` for each ``ref`` (``markers[0] body markers[1]``) and ``box``
+    (``markers[2] body markers[3]``) in ``text``, left to right: as a lazy regex ``open(.*?)close`` per kind would
+    find them, without its quadratic retries on long text full of unclosed markers."""
+    kinds = {"ref": (_Next(text, markers[0]), _Next(text, markers[1]), len(markers[0]), len(markers[1])),
+             "box": (_Next(text, markers[2]), _Next(text, markers[3]), len(markers[2]), len(markers[3]))}
+    pos = 0
+    while kinds:
+        opened = [(found, kind) for kind, (opening, *_) in kinds.items() if (found := opening.find(pos)) != -1]
+        if not opened:
+            return
+        start, kind = min(opened)
+        _, closing, open_len, close_len = kinds[kind]
+        close = closing.find(start + open_len)
+        if close == -1:  # nothing closes this kind from here on
+            del kinds[kind]
+            continue
+        yield kind, start, close + close_len, text[start + open_len:close]
+        pos = close + close_len
+
+
+def _labelled_boxes(markers: tuple[str, str, str, str], text: str) -> Iterator[tuple[str, str | None]]:
+    """``(box body, label)`` for each box of ``text`` (see :func:`_marked`). A ref names the boxes that follow it
+    directly ("<ref>sheep</ref><box>..</box><box>..</box>"); text between ends it."""
     label, last_end = None, 0
-    for m in pattern.finditer(text):
-        if text[last_end:m.start()].strip():
+    for kind, start, end, body in _marked(text, markers):
+        if text[last_end:start].strip():
             label = None
-        last_end = m.end()
-        if m.group("ref") is not None:
-            label = m.group("ref").strip() or None
+        last_end = end
+        if kind == "ref":
+            label = body.strip() or None
         else:
-            yield m.group("box"), label
+            yield body, label
 
 
 def _parse_tokens(text: str) -> list[tuple[list[float], str | None]]:
@@ -130,7 +164,7 @@ def _parse_tokens(text: str) -> list[tuple[list[float], str | None]]:
     return found
 
 
-_TAGS = re.compile(r"<ref>(?P<ref>.*?)</ref>|<box>(?P<box>.*?)</box>", re.S)
+_TAGS = ("<ref>", "</ref>", "<box>", "</box>")
 
 
 def _parse_tags(text: str) -> list[tuple[list[float], str | None]]:
@@ -138,8 +172,8 @@ def _parse_tags(text: str) -> list[tuple[list[float], str | None]]:
     found: list[tuple[list[float], str | None]] = []
     for box, label in _labelled_boxes(_TAGS, text):
         try:
-            boxes = json.loads(box)
-        except json.JSONDecodeError:
+            boxes = bounded_json.loads(box)
+        except bounded_json.NotJson:
             continue
         for coords in boxes if isinstance(boxes, list) else ():
             if isinstance(coords, list) and len(coords) == 4 and all(_is_number(c) for c in coords):
@@ -152,8 +186,8 @@ def _parse_json(text: str) -> list[tuple[list[float], str | None]]:
     decoder, i = json.JSONDecoder(), text.find("{")
     while i != -1:
         try:
-            value, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
+            value, end = bounded_json.decode_at(decoder, text, i)
+        except bounded_json.NotJson:
             end = i + 1  # not an object here (broken or truncated): try the next "{", maybe one inside it
         else:
             found.extend(_json_parts(value))

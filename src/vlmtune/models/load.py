@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .infer import infer_spec, with_components
 from .kernels import fast_kernels
+from .locate import check_model_path, load_error
 from .processor_compat import carry_video_settings, processor_class
 from .registry import UnknownFamilyError, get_family
 from .spec import FamilySpec
@@ -30,12 +31,22 @@ def spec_for(model: str | Path, components: Mapping[str, Sequence[str]] | None =
     """:func:`family_of` for training: ``components`` (the run config's ``model.components``) replaces the module
     prefixes of the components it names, and an unregistered model whose split into components is uncertain is
     refused (``check_split``) rather than guessed."""
-    config = AutoConfig.from_pretrained(str(model))
+    config = model_config(model)
     try:
         spec = get_family(config.model_type)
     except UnknownFamilyError:
         return infer_spec(model, config, components, check_split)
     return with_components(spec, config, components) if components else spec
+
+
+def model_config(model: str | Path) -> Any:
+    """The checkpoint's transformers config; :class:`~vlmtune.models.locate.ModelPathError` (one line naming
+    model.path) where ``model`` is no checkpoint this machine can read."""
+    check_model_path(model)
+    try:
+        return AutoConfig.from_pretrained(str(model))
+    except OSError as e:
+        raise load_error(model, e) from None
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -68,7 +79,7 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
     # With the model's config, transformers falls back to the image processor it now maps the model_type to where the
     # folder names a class it no longer has (older Qwen2.5-VL folders: Qwen2_5_VLImageProcessor); the folder's own
     # settings (its pixel limits) still apply.
-    config = AutoConfig.from_pretrained(str(model))
+    config = model_config(model)
     processor = processor_class(spec.processor_class).from_pretrained(str(model), config=config, **kwargs)
     return carry_video_settings(processor, model, spec.video_processor_class, min_pixels, max_pixels)
 

@@ -9,6 +9,7 @@ would silently put adapters on the vision tower.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import peft
 from torch import nn
@@ -59,6 +60,23 @@ def training_plan(model: nn.Module, spec: FamilySpec, method: str = "lora", lora
     if not any(isinstance(v, list) for v in plan.values()):
         raise ValueError("lora.targets selects no layer in any component: nothing would get an adapter")
     return plan
+
+
+def check_targets(cfg: Any, spec: FamilySpec | None = None) -> None:
+    """Raise ConfigError where ``lora.targets`` names a layer the model does not have, or selects none: the plan is
+    made on the model's module tree on the meta device (its config alone), before any data or weight is read."""
+    if cfg.train.method not in LORA_METHODS:
+        return
+    from ..config import ConfigError
+    from ..models import spec_for
+    from ..models.infer import skeleton
+    from ..models.load import model_config
+
+    spec = spec or spec_for(cfg.model.path, cfg.model.components)
+    try:
+        training_plan(skeleton(model_config(cfg.model.path)), spec, cfg.train.method, cfg.lora, cfg.freeze)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def apply_lora(model: nn.Module, spec: FamilySpec, lora: LoraConfig, method: str = "lora",

@@ -23,6 +23,7 @@ from ..data.check import TOO_LONG, CheckReport, check_dataset
 from ..data.collate import placeholder_image_features
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
+from ..evaluate.run import check_references
 from ..files import make_readable
 from ..models import FamilySpec, load_model, load_processor, resolve_dtype, spec_for
 from ..models.kernels import use_liger_kernels
@@ -30,7 +31,7 @@ from . import run_folder
 from .callbacks import MetricsFile, ReadableCheckpoints
 from .checkpoints import checkpoint_step, checkpoints, resolve_resume
 from .interrupt import StopOnInterrupt, TrainingInterrupted
-from .lora import apply_lora, format_table, parameter_table, prepare_full
+from .lora import apply_lora, check_targets, format_table, parameter_table, prepare_full
 from .resume_check import CurrentIntervals, check_resume
 from .run_plan import log_plan, trainer_plan
 from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
@@ -95,6 +96,7 @@ def check_runnable(cfg: Config) -> None:
         raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
                           "Use train.method=lora here.")
     check_config(cfg)
+    check_targets(cfg)  # a wrong lora.targets name stops the run before any data or weight is read
 
 
 def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
@@ -108,6 +110,8 @@ def _train(cfg: Config, run_dir: Path, checkpoint: Path | None) -> RunResult:
     train_samples = train_report.samples
     val_report = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if cfg.data.val else None
     val_samples = val_report.samples if val_report else []
+    if val_samples and (cfg.eval.at_end or cfg.train.best_by != "loss"):  # a bad reference stops it before training
+        check_references(renderer, val_samples[:cfg.eval.max_samples], cfg.eval.metric_names())
 
     # The arguments before the model: under a ZeRO-3 launch they make transformers load each weight straight
     # into its shards (zero.Init), so no process holds the whole model. Not for full fine-tuning: transformers

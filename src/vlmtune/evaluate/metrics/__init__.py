@@ -44,6 +44,9 @@ class Metric:
     higher_is_better: bool = True
     needs_grounding: bool = False
     """Scores boxes/points: the evaluator parses predictions with the family's grounding convention."""
+    reference_problem: Callable[[str], str | None] | None = None
+    """Why a reference answer cannot be scored (None where it can): checked on every held-out sample before any
+    answer is generated, so a bad record stops evaluation at once, named, instead of after generating."""
 
 
 _METRICS: dict[str, Metric] = {}

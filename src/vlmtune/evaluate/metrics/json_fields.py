@@ -3,15 +3,18 @@
 Both follow ``JSONParseEvaluator`` in clovaai/donut ``donut/util.py`` (MIT; Kim et al. 2022, "OCR-free Document
 Understanding Transformer"). The prediction and the first reference are parsed with :func:`json.loads`; a
 prediction that is not valid JSON is scored as an empty object (all reference fields missed); JSON in a markdown
-code fence (```json ... ```, as Qwen-VL models answer) is read from inside the fence.
+code fence (```json ... ```, as Qwen-VL models answer) is read from inside the fence. JSON nested deeper than
+:data:`vlmtune.bounded_json.MAX_DEPTH` levels (a degenerate generation) counts as not JSON.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ...bounded_json import NotJson, loads
 from . import Example, Metric, MetricResult, mean_of, register_metric
 from ._optional import require
 from .fence import fenced
@@ -62,31 +65,35 @@ def _parse(text: str) -> Any:
         if candidate is None:
             continue
         try:
-            return json.loads(candidate)
-        except json.JSONDecodeError:
+            return loads(candidate)
+        except NotJson:
             pass
     return {}
 
 
+def reference_problem(reference: str) -> str | None:
+    """Why ``reference`` cannot be scored by the extraction metrics (it is not JSON); None where it can."""
+    try:
+        loads(reference)
+    except NotJson as e:
+        return f"the reference answer is not JSON ({e}), and the extraction metrics score JSON answers"
+    return None
+
+
 def _reference(example: Example) -> Any:
     try:
-        return json.loads(example.reference)
-    except json.JSONDecodeError as err:
+        return loads(example.reference)
+    except NotJson as err:
         raise ValueError(f"reference is not JSON (extraction metrics score JSON answers): {example.reference!r}") \
             from err
 
 
 def field_counts(prediction: Any, reference: Any) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives) over the flattened fields, each leaf matched once."""
-    pred, remaining = flatten_json(normalize_json(prediction)), flatten_json(normalize_json(reference))
-    tp = fp = 0
-    for leaf in pred:
-        if leaf in remaining:
-            remaining.remove(leaf)
-            tp += 1
-        else:
-            fp += 1
-    return tp, fp, len(remaining)
+    pred, ref = Counter(flatten_json(normalize_json(prediction))), Counter(flatten_json(normalize_json(reference)))
+    # A Counter, not list.remove: a degenerate prediction with thousands of leaves stays linear.
+    tp = sum((pred & ref).values())
+    return tp, pred.total() - tp, ref.total() - tp
 
 
 def _f1(tp: int, fp: int, fn: int) -> float | None:
@@ -152,9 +159,21 @@ def tree_accuracy(prediction: Any, reference: Any) -> float:
     """
     pred, ref = _tree(normalize_json(prediction)), _tree(normalize_json(reference))
     baseline = _ted(_tree({}), ref)
+    # Every node of one tree left unmatched in the other costs at least 1, so TED >= the difference in node count:
+    # a prediction that many nodes larger scores 0 exactly, without zss's quadratic work on a degenerate answer.
+    if baseline and _size(pred) - _size(ref) >= baseline:
+        return 0.0
     if baseline == 0:
         return float(_ted(pred, ref) == 0)
     return max(0.0, 1.0 - _ted(pred, ref) / baseline)
+
+
+def _size(node: Any) -> int:
+    count, stack = 0, [node]
+    while stack:
+        count += 1
+        stack.extend(stack.pop().children)
+    return count
 
 
 def _tree_accuracy(examples: Sequence[Example]) -> MetricResult:
@@ -162,5 +181,5 @@ def _tree_accuracy(examples: Sequence[Example]) -> MetricResult:
     return MetricResult(mean_of(scores), scores)
 
 
-register_metric(Metric("field_f1", _field_f1))
-register_metric(Metric("tree_accuracy", _tree_accuracy))
+register_metric(Metric("field_f1", _field_f1, reference_problem=reference_problem))
+register_metric(Metric("tree_accuracy", _tree_accuracy, reference_problem=reference_problem))
