@@ -109,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="web UI: chat with base and tuned side by side, runs, data check, training")
     p.add_argument("--runs", default="runs", help="folder whose run folders the Runs tab lists (default: runs)")
     p.add_argument("--model", help="base model to chat with: hub id or folder (default: the --config's model.path)")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                   help="LoRA adapter to chat with beside the base, under NAME (repeat for several)")
-    p.add_argument("--config", help="run config the Chat tab follows (system prompt, images, max_new_tokens) and "
-                   "the Data and Train tabs start from")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="LoRA adapter to chat with beside the base, under NAME (default: its run's name; repeat "
+                   "for several)")
+    _run_config_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="default: 7860")
     p.set_defaults(run=commands.ui)

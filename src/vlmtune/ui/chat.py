@@ -30,11 +30,12 @@ def build(engine: Any | None) -> None:
                     "or `--config RUN/config.yaml` to chat here.")
         return
     with gr.Row():
-        image = gr.Image(type="filepath", label="image", elem_id="vlmtune-chat-image", height=320)
+        # image_mode None: the uploaded file itself reaches the model, as `vlmtune predict --image FILE` reads it.
+        image = gr.Image(type="filepath", image_mode=None, label="image", elem_id="vlmtune-chat-image", height=320)
         with gr.Column():
             question = gr.Textbox(label="question", lines=3, elem_id="vlmtune-chat-question")
-            tokens = gr.Number(None, label="max new tokens (empty: eval.max_new_tokens)", precision=0,
-                               minimum=1)
+            tokens = gr.Number(0, label="max new tokens (0: the run config's eval.max_new_tokens)", precision=0,
+                               minimum=0)
             ask = gr.Button("ask every model", variant="primary", elem_id="vlmtune-chat-ask")
     names = engine.model_names()
     with gr.Row():
@@ -44,7 +45,12 @@ def build(engine: Any | None) -> None:
     def run(image_path: str | None, text: str, limit: float | None):
         if not text or not text.strip():
             raise gr.Error("ask a question")
-        return answers(engine, image_path, text, limit)
+        from ..serve.engine import RequestError
+
+        try:
+            return answers(engine, image_path, text, limit)
+        except RequestError as e:  # e.g. a prompt over the model's context: said on the page, one line
+            raise gr.Error(e.message) from None
 
     ask.click(run, [image, question, tokens], boxes)
     question.submit(run, [image, question, tokens], boxes)

@@ -5,45 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import ConfigError
-
 INSTALL = "the web UI needs gradio: pip install 'vlmtune[ui]'"
 
 
-def adapter_names(values: list[str]) -> dict[str, str]:
-    """``--adapter NAME=PATH`` values as ``{name: path}``; a bare PATH is named after its run folder
-    (``runs/a/adapter`` -> ``a``) or itself."""
-    adapters: dict[str, str] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep:
-            folder = Path(value.rstrip("/"))
-            name, path = (folder.parent.name if folder.name == "adapter" else folder.name) or value, value
-        if not name or not path:
-            raise ConfigError(f"--adapter {value!r}: expected NAME=PATH, e.g. tuned=runs/a/adapter")
-        if name in adapters:
-            raise ConfigError(f"--adapter {value!r}: the name {name!r} is given twice")
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"--adapter {name}: adapter folder not found: {path}")
-        adapters[name] = path
-    return adapters
-
-
-def load_engine(model: str | None, adapters: dict[str, str], config: str | None):
-    """The serving engine for the Chat tab, or None where no model is named (by --model or the config)."""
-    if config and not Path(config).is_file():
-        raise FileNotFoundError(f"--config: config not found: {config}")
-    if not model and config:
-        from ..config import load_config
-
-        model = load_config(config).model.path or None
-    if not model:
-        if adapters:
-            raise ConfigError("--adapter needs a base: --model BASE or --config RUN/config.yaml")
+def load_engine(model: str | None, adapters: list[str], config: str | None, overrides: list[str]):
+    """The serving engine for the Chat tab (``--adapter [NAME=]PATH`` read as ``vlmtune serve`` reads it), or None
+    where no model, adapter or config is given."""
+    if not (model or adapters or config):
         return None
     from ..serve.engine import Engine
+    from ..serve.loading import parse_adapters
 
-    return Engine.load(model, adapters or None, config)
+    return Engine.from_settings(model, parse_adapters(adapters), config, overrides)
 
 
 def run_ui(args: argparse.Namespace) -> int:
@@ -51,9 +24,12 @@ def run_ui(args: argparse.Namespace) -> int:
     from .app import serve
 
     runs = Path(args.runs)
-    engine = load_engine(args.model, adapter_names(args.adapter), args.config)
+    engine = load_engine(args.model, args.adapter, args.config, args.overrides)
     try:
         serve(runs, args.host, args.port, engine, args.model, args.config)
     except KeyboardInterrupt:
         pass
+    finally:
+        if engine is not None:
+            engine.close()
     return 0

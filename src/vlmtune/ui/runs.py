@@ -9,6 +9,7 @@ from urllib.parse import quote
 import gradio as gr
 import pandas as pd
 
+from ..train.run_folder import LOCK_NAME
 from . import run_info
 
 REFRESH_S = 2.0
@@ -30,7 +31,7 @@ def report_link(root: Path, run: Path) -> str:
 
 def _snapshot(run: Path) -> tuple:
     """What changes while a run trains: the refresh redraws only when this does."""
-    names = ("metrics.jsonl", "metrics.json", "train.log", ".vlmtune.lock", "eval/metrics.json", "config.yaml")
+    names = ("metrics.jsonl", "metrics.json", "train.log", LOCK_NAME, "eval/metrics.json", "config.yaml")
     stamps = []
     for name in names:
         try:
@@ -50,7 +51,7 @@ def build(demo: gr.Blocks, root: Path) -> None:
         run = (root / name) if name else None
         if run is None or not (run / "config.yaml").is_file():
             empty = "no run selected" if names() else f"no run folder (with config.yaml) under {root}"
-            return (empty, curve_frame(Path("/nonexistent")), [], "", "", None)
+            return (empty, pd.DataFrame(columns=["step", "loss", "series"]), [], "", "", None)
         snapshot = _snapshot(run)
         if not force and snapshot == seen:
             return (gr.skip(),) * 5 + (seen,)
@@ -67,7 +68,7 @@ def build(demo: gr.Blocks, root: Path) -> None:
     metrics = gr.Dataframe(headers=["metric", "base", "tuned", "n"], label="held-out evaluation (eval/metrics.json)",
                            interactive=False, elem_id="vlmtune-eval")
     link = gr.HTML()
-    config = gr.Code(language="yaml", label="config.yaml", interactive=False)
+    config = gr.Code(language="yaml", label="config.yaml", interactive=False, max_lines=30)
     seen = gr.State(None)
     outputs = [state, plot, metrics, config, link, seen]
     choice.change(show, [choice], outputs)
