@@ -263,9 +263,24 @@ def test_train_starts_a_run_and_streams_its_log(page, workspace, tmp_path):
 
 
 def test_train_stop_sends_ctrl_c_and_the_run_saves_a_checkpoint(page, workspace, tmp_path):
-    out = _start(page, workspace, "c", max_steps=5000, save_steps=1000, val=False)
+    out = _start(page, workspace, "c", max_steps=1_000_000, save_steps=100_000, val=False)
     log = page.locator("#vlmtune-train-log textarea")
     sync_api.expect(log).to_have_value(re.compile(r"'loss'"))  # training steps are being logged
+
+    # Meanwhile the Runs tab follows it: running, its step of the planned total, the curve growing.
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_role("button", name="refresh the list").click()
+    page.locator("#vlmtune-run input").click()
+    page.get_by_role("option", name="c", exact=True).click()
+    state = page.locator("#vlmtune-run-state")
+    sync_api.expect(state).to_have_text(re.compile(r"^\s*c: running: step \d+ of 1000000 \(\d+%\)\s*$"))
+    points = page.locator("#vlmtune-loss path[aria-roledescription=point]")
+    sync_api.expect(points).not_to_have_count(0)
+    seen = points.count()
+    sync_api.expect(points).not_to_have_count(seen)  # redrawn as the run logs more steps
+    _screenshot(page, tmp_path, "runs-running")
+
+    page.get_by_role("tab", name="Train").click()
     page.locator("#vlmtune-train-stop").click()
     sync_api.expect(page.locator("#vlmtune-train-status textarea")).to_have_value("exited with code 130 (interrupted)")
     step = int(re.search(r"interrupted at step (\d+); checkpoint saved: ", log.input_value()).group(1))

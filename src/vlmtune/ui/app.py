@@ -75,4 +75,4 @@ def serve(runs_dir: Path, host: str, port: int, engine: Any | None = None, model
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        job.stop()
+        job.shutdown()

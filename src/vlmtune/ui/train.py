@@ -55,9 +55,11 @@ class TrainJob:
         self.log = "$ vlmtune " + shlex.join(self.command[3:]) + "\n"
         # Unbuffered, so each log line reaches the page when the run writes it.
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Its own session: a Ctrl-C in the server's terminal reaches the server alone, which then sends the run
+        # exactly one (a second would stop it mid-step, without its checkpoint).
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
-                                        errors="replace")
+                                        errors="replace", start_new_session=True)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         return self.status()
 
@@ -75,6 +77,20 @@ class TrainJob:
         with self._lock:
             self.log += "[stop: sent Ctrl-C (SIGINT); the run finishes its step and saves a checkpoint]\n"
         return f"stopping (process {self.process.pid})"
+
+    def shutdown(self) -> None:
+        """Stop a run as the server stops: Ctrl-C it and wait while it saves its checkpoint (its output still
+        read, so it never writes into a closed pipe); a Ctrl-C meanwhile stops it at once."""
+        if not self.running:
+            return
+        print(f"vlmtune ui: stopping the training run (process {self.process.pid}); waiting for its checkpoint "
+              "(Ctrl-C again stops it at once)", file=sys.stderr, flush=True)
+        self.stop()
+        try:
+            self.process.wait()
+        except KeyboardInterrupt:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait()
 
     def status(self) -> str:
         """One line: what the run is doing or how it ended."""
