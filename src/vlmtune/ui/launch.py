@@ -21,10 +21,10 @@ def load_engine(model: str | None, adapters: list[str], config: str | None, over
 
 def run_ui(args: argparse.Namespace) -> int:
     """Load the models, then serve the page until Ctrl-C."""
+    engine = load_engine(args.model, args.adapter, args.config, args.overrides)  # bad options fail before the page
     from .app import serve
 
     runs = Path(args.runs)
-    engine = load_engine(args.model, args.adapter, args.config, args.overrides)
     try:
         serve(runs, args.host, args.port, engine, args.model, args.config)
     except KeyboardInterrupt:

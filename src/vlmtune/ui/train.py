@@ -35,6 +35,7 @@ class TrainJob:
         self.command: list[str] = []
         self.log = ""
         self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -60,7 +61,8 @@ class TrainJob:
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
                                         errors="replace", start_new_session=True)
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
+        self._reader.start()
         return self.status()
 
     def _read(self, process: subprocess.Popen) -> None:
@@ -91,6 +93,7 @@ class TrainJob:
         except KeyboardInterrupt:
             self.process.send_signal(signal.SIGINT)
             self.process.wait()
+        self._reader.join(timeout=10)  # its last lines
 
     def status(self) -> str:
         """One line: what the run is doing or how it ended."""

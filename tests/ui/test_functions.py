@@ -127,3 +127,22 @@ def test_ui_without_gradio_says_how_to_install(monkeypatch, capsys):
     assert main(["ui", "--runs", "nowhere"]) == 2
     err = capsys.readouterr().err
     assert err == "vlmtune ui: error: the web UI needs gradio: pip install 'vlmtune[ui]'\n"
+
+
+def test_data_tab_errors_are_one_line_naming_the_file_or_key(tmp_path):
+    pytest.importorskip("gradio")
+    from vlmtune.ui.data import check
+
+    missing = tmp_path / "missing.jsonl"
+    assert check(str(missing), "", "", "auto", "", 2) == (f"error: {missing}: no such data file", [], [], "")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": []}\n')
+    summary = check(str(data), "", "", "auto", "data.nope=1", 2)[0]
+    assert summary.startswith("error: ") and "data.nope: unknown key" in summary
+
+
+def test_ui_with_a_missing_adapter_is_one_line(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    missing = tmp_path / "nowhere"
+    assert main(["ui", "--adapter", f"tuned={missing}"]) == 2
+    assert capsys.readouterr().err == f"vlmtune ui: error: adapter 'tuned': folder not found: {missing}\n"
