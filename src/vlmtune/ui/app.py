@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 
-# Before gradio is imported: it reads the setting at import and when a page is built.
+# Before gradio is imported: it reads this at import and when a page is built.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("GRADIO_RUN_HISTORY", "False")
 
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402

@@ -48,9 +48,11 @@ def build(demo: gr.Blocks, root: Path) -> None:
         return [run_info.run_name(root, r) for r in run_info.find_runs(root)]
 
     def show(name: str | None, seen: tuple | None = None, force: bool = True):
-        run = (root / name) if name else None
-        if run is None or not (run / "config.yaml").is_file():
-            empty = "no run selected" if names() else f"no run folder (with config.yaml) under {root}"
+        known = names()
+        # Only a listed run: the name comes from the browser and must not reach other folders.
+        run = (root / name) if name in known else None
+        if run is None:
+            empty = "no run selected" if known else f"no run folder (with config.yaml) under {root}"
             return (empty, pd.DataFrame(columns=["step", "loss", "series"]), [], "", "", None)
         snapshot = _snapshot(run)
         if not force and snapshot == seen:
@@ -72,8 +74,11 @@ def build(demo: gr.Blocks, root: Path) -> None:
     seen = gr.State(None)
     outputs = [state, plot, metrics, config, link, seen]
     choice.change(show, [choice], outputs)
-    refresh.click(lambda current: gr.update(choices=names(), value=current if current in names() else first),
-                  [choice], [choice])
+    def relist(current: str | None):
+        known = names()
+        return gr.update(choices=known, value=current if current in known else next(iter(known), None))
+
+    refresh.click(relist, [choice], [choice])
     timer = gr.Timer(REFRESH_S)
     timer.tick(lambda name, before: show(name, before, force=False), [choice, seen], outputs,
                show_progress="hidden")
