@@ -231,6 +231,12 @@ def ui(args: argparse.Namespace) -> int:
     return run_ui(args)
 
 
+def serve(args: argparse.Namespace) -> int:
+    from ..serve.command import serve as run_server
+
+    return run_server(args)
+
+
 def config_validate(args: argparse.Namespace) -> int:
     from ..config.validate import summary, validate_config
 

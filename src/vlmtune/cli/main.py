@@ -8,6 +8,7 @@ import sys
 
 from ..evaluate.metrics import TASK_METRICS
 from ..quiet import quiet_progress_bars, quiet_third_party
+from ..serve.command import add_arguments as serve_arguments
 from . import commands
 
 
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int)
     _image_size_option(p)
     p.set_defaults(run=commands.export)
+
+    p = sub.add_parser("serve", help="serve the base model and its adapters over an OpenAI-compatible HTTP API")
+    serve_arguments(p)
+    _run_config_options(p)
+    _image_size_option(p)
+    p.set_defaults(run=commands.serve)
 
     p = sub.add_parser("bench", help="measure training speed and memory (and the common recipe's with --baseline)")
     p.add_argument("config", help="YAML config file")

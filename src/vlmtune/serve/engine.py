@@ -12,7 +12,7 @@ from typing import Any
 
 from ..data.errors import SampleError
 from ..data.sample import Message, Sample, TextPart
-from .loading import ServedModel, load_served
+from .loading import Plan, ServedModel, load_served, plan_served
 from .worker import Completion, Job, Sampling, Worker
 
 
@@ -72,8 +72,13 @@ class Engine:
                       overrides: Sequence[str] = (), options: Mapping[str, Any] | None = None,
                       max_batch_size: int = 8) -> Engine:
         """:meth:`load` with overrides as the command line gives them (``["data.system=...", ...]``)."""
-        loaded, served = load_served(model, dict(adapters or {}), config, list(overrides), dict(options or {}))
-        return cls(loaded, served, max_batch_size)
+        plan = plan_served(model, dict(adapters or {}), config, list(overrides), dict(options or {}))
+        return cls.from_plan(plan, max_batch_size)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, max_batch_size: int = 8) -> Engine:
+        """Load what ``plan`` (:func:`vlmtune.serve.loading.plan_served`) names."""
+        return cls(*load_served(plan), max_batch_size)
 
     def model_names(self) -> list[str]:
         """The base's name first, then the adapters' names."""
@@ -108,7 +113,7 @@ class Engine:
 
     def batch_sizes(self) -> dict[int, int]:
         """How many batches of each size the worker has run."""
-        return dict(sorted(self.worker.batch_sizes.items()))
+        return self.worker.batch_sizes()
 
     def close(self) -> None:
         """Stop the worker thread."""

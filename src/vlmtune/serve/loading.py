@@ -57,11 +57,21 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
     return adapters
 
 
-def load_served(model: str | None, adapters: dict[str, str], config: str | Path | None, overrides: list[str],
-                options: dict[str, Any]) -> tuple[Any, dict[str, ServedModel]]:
-    """The loaded model (a PEFT model when there are adapters) and the served names, the base's first."""
-    from ..cli.commands import load_for_inference
+@dataclass(frozen=True)
+class Plan:
+    """What would be served, before anything is loaded: the base and each adapter with the settings each follows."""
 
+    model_path: str
+    base_name: str
+    adapters: dict[str, str]
+    settings: dict[str, Any]
+    """Served name -> :class:`vlmtune.cli.settings.Settings`, the base's first."""
+
+
+def plan_served(model: str | None, adapters: dict[str, str], config: str | Path | None, overrides: list[str],
+                options: dict[str, Any]) -> Plan:
+    """The :class:`Plan` for ``model`` (a hub id, checkpoint folder or run folder) and ``adapters``; the base
+    follows ``config`` or, without it, the run config of the first adapter (or of the model), as ``predict`` does."""
     model, adapters = _unpack_run(model, adapters)
     for name, path in adapters.items():
         if not Path(path).is_dir():
@@ -69,20 +79,31 @@ def load_served(model: str | None, adapters: dict[str, str], config: str | Path 
     first = next(iter(adapters.values()), None)
     base = _settings(model, first, config, overrides, options, say=True)
     model_path = base.require_model()
-    renderers: dict[tuple, Any] = {}
     base_name = _base_name(model_path)
     if base_name in adapters:
         raise ConfigError(f"--adapter {base_name}=...: {base_name!r} is the base model's name; pick another")
-    served = {base_name: _served(base_name, None, None, base, model_path, renderers)}
-    for i, (name, path) in enumerate(adapters.items()):
-        settings = _settings(model, path, config, overrides, options, say=False)
-        if settings.model and Path(settings.model).resolve() != Path(model_path).resolve() \
-                and settings.model != model_path:
-            log.warning("adapter %s: its run trained from %s; served on %s", name, settings.model, model_path)
-        served[name] = _served(name, "default" if i == 0 else f"adapter_{i}", path, settings, model_path, renderers)
-    loaded = load_for_inference(model_path, base.cfg.model.dtype, first)
-    for s in list(served.values())[2:]:
-        loaded.load_adapter(s.path, adapter_name=s.adapter)
+    settings = {base_name: base}
+    for name, path in adapters.items():
+        settings[name] = _settings(model, path, config, overrides, options, say=False)
+        trained_on = settings[name].model
+        if trained_on and trained_on != model_path and Path(trained_on).resolve() != Path(model_path).resolve():
+            log.warning("adapter %s: its run trained from %s; served on %s", name, trained_on, model_path)
+    return Plan(model_path, base_name, adapters, settings)
+
+
+def load_served(plan: Plan) -> tuple[Any, dict[str, ServedModel]]:
+    """The loaded model (a PEFT model when there are adapters) and the served names, the base's first."""
+    from ..cli.commands import load_for_inference
+
+    renderers: dict[tuple, Any] = {}
+    # PEFT names the adapter PeftModel.from_pretrained loads "default"; the others get their own.
+    peft_names = {name: "default" if i == 0 else f"adapter_{i}" for i, name in enumerate(plan.adapters)}
+    served = {name: _served(name, peft_names.get(name), plan.adapters.get(name), settings, plan.model_path, renderers)
+              for name, settings in plan.settings.items()}
+    first = next(iter(plan.adapters.values()), None)
+    loaded = load_for_inference(plan.model_path, plan.settings[plan.base_name].cfg.model.dtype, first)
+    for name, path in list(plan.adapters.items())[1:]:
+        loaded.load_adapter(path, adapter_name=peft_names[name])
     return loaded, served
 
 
@@ -135,4 +156,4 @@ def _base_name(model_path: str) -> str:
     return path.parent.name if path.name == "model" and (path.parent / "config.yaml").is_file() else path.name
 
 
-__all__ = ["OPTIONS", "ServedModel", "adapter_name", "load_served", "parse_adapters"]
+__all__ = ["OPTIONS", "Plan", "ServedModel", "adapter_name", "load_served", "parse_adapters", "plan_served"]

@@ -80,12 +80,18 @@ class Worker:
     def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8, gather_seconds: float = 0.01):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.gather_seconds = max(1, max_batch_size), gather_seconds
-        self.batch_sizes: Counter[int] = Counter()
+        self._batch_sizes: Counter[int] = Counter()
+        self._stats_lock = threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._waiting: deque[Job] = deque()
         self._eos = _eos_ids(model, tokenizer)
         self._thread = threading.Thread(target=self._loop, name="vlmtune-generate", daemon=True)
         self._thread.start()
+
+    def batch_sizes(self) -> dict[int, int]:
+        """How many batches of each size have been run."""
+        with self._stats_lock:
+            return dict(sorted(self._batch_sizes.items()))
 
     def submit(self, job: Job) -> Job:
         self._queue.put(job)
@@ -103,7 +109,8 @@ class Worker:
             batch = self._gather(first)
             if batch is None:
                 return
-            self.batch_sizes[len(batch)] += 1
+            with self._stats_lock:
+                self._batch_sizes[len(batch)] += 1
             self._run(batch)
 
     def _gather(self, first: Job) -> list[Job] | None:
