@@ -8,6 +8,7 @@ the ``eval/report.html`` of a run under the runs folder.
 from __future__ import annotations
 
 import os
+import sys
 
 # Before gradio is imported: it reads this at import and when a page is built.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -25,9 +26,10 @@ TITLE = "vlmtune"
 
 
 def build_page(runs_dir: Path, engine: Any | None = None, model: str | None = None, config: str | None = None,
-               job: train.TrainJob | None = None) -> gr.Blocks:
+               train_config: str | None = None, job: train.TrainJob | None = None) -> gr.Blocks:
     """The page: one tab per stage, each calling what the command line calls. ``engine`` serves the Chat tab,
-    ``model`` and ``config`` are the Data and Train tabs' defaults, ``job`` runs the Train tab's training."""
+    ``model`` and ``config`` are the Data tab's defaults, ``train_config`` the Train tab's, ``job`` runs the Train
+    tab's training."""
     job = job or train.TrainJob()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
         gr.Markdown(f"# {TITLE}")
@@ -38,7 +40,7 @@ def build_page(runs_dir: Path, engine: Any | None = None, model: str | None = No
         with gr.Tab("Data", id="data"):
             data.build(model, config)
         with gr.Tab("Train", id="train"):
-            train.build(job, config)
+            train.build(job, train_config)
     return page
 
 
@@ -63,13 +65,16 @@ def build_app(page: gr.Blocks, runs_dir: Path) -> FastAPI:
 
 
 def serve(runs_dir: Path, host: str, port: int, engine: Any | None = None, model: str | None = None,
-          config: str | None = None) -> None:
+          config: str | None = None, train_config: str | None = None) -> None:
     """Serve the UI until Ctrl-C; a run started from the Train tab is stopped (Ctrl-C) with it."""
     import uvicorn
 
     job = train.TrainJob()
-    page = build_page(runs_dir, engine, model, config, job)
+    page = build_page(runs_dir, engine, model, config, train_config, job)
     app = build_app(page, runs_dir)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"vlmtune ui: warning: listening on {host}: whoever reaches this port can read files and start "
+              "training runs here (the page has no sign-in)", file=sys.stderr, flush=True)
     print(f"vlmtune ui: http://{host}:{port}/  (runs: {runs_dir}; Ctrl-C stops)", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -24,9 +24,11 @@ def run_ui(args: argparse.Namespace) -> int:
     engine = load_engine(args.model, args.adapter, args.config, args.overrides)  # bad options fail before the page
     from .app import serve
 
-    runs = Path(args.runs)
+    model, config = args.model, args.config
+    if model and (Path(model) / "config.yaml").is_file():  # a run folder: its config names the base for the Data tab
+        model, config = None, config or str(Path(model) / "config.yaml")
     try:
-        serve(runs, args.host, args.port, engine, args.model, args.config)
+        serve(Path(args.runs), args.host, args.port, engine, model, config, args.config)
     except KeyboardInterrupt:
         pass
     finally:
