@@ -26,15 +26,15 @@ DEEPSPEED_INSTALL = command -v g++ >/dev/null && DS_BUILD_OPS=0 $(PIP) install -
 
 setup: $(VENV)/.installed
 
-# The report's browser test renders report.html in headless chromium. Install it where apt-get runs without a
-# prompt (root); anywhere else only say so, and that test skips.
+# The browser tests render report.html and drive `vlmtune ui` (playwright) in headless chromium. Install it where
+# apt-get runs without a prompt (root); anywhere else only say so, and those tests skip.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -qq -y --no-install-recommends
 browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		$(APT) install chromium >/dev/null || { apt-get -qq update && $(APT) install chromium >/dev/null; } || \
-		echo "chromium did not install: the report's browser test will be skipped"; \
-	else echo "no chromium (install the Debian package chromium as root): the report's browser test will be skipped"; fi
+		echo "chromium did not install: the browser tests (report, web UI) will be skipped"; \
+	else echo "no chromium (install the Debian package chromium as root): the browser tests (report, web UI) will be skipped"; fi
 
 demo: setup
 	$(VENV)/bin/vlmtune demo

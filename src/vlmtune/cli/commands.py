@@ -220,6 +220,19 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        from ..ui.launch import INSTALL
+
+        print(f"vlmtune ui: error: {INSTALL}", file=sys.stderr)
+        return 2
+    from ..ui.launch import run_ui
+
+    return run_ui(args)
+
+
 def serve(args: argparse.Namespace) -> int:
     from ..serve.command import serve as run_server
 
@@ -256,36 +269,42 @@ def demo(args: argparse.Namespace) -> int:
 def data_check(args: argparse.Namespace) -> int:
     import json
 
-    from ..data.check import check_dataset
-    from .settings import resolve
-
-    settings = resolve(args, CHECK_OPTIONS)
-    d = settings.cfg.data
-    renderer = None
-    if settings.model:
-        from ..data import Renderer
-        from ..models import family_of, load_processor
-
-        spec = family_of(settings.model)
-        processor = load_processor(settings.model, spec, d.min_pixels, d.max_pixels)
-        renderer = Renderer(processor, spec, d.max_length, d.image_size)
-    report = check_dataset(args.path, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
+    report = check_report(args)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
 
 
-def data_show(args: argparse.Namespace) -> int:
-    from ..data import Renderer
-    from ..data.show import show
-    from ..models import family_of, load_processor
+def check_report(args: argparse.Namespace):
+    """The :class:`~vlmtune.data.check.CheckReport` ``vlmtune data check ARGS`` prints (the web UI shows it too)."""
+    from ..data.check import check_dataset
+
+    d, renderer = data_renderer(args, need_model=False)
+    return check_dataset(args.path, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
+
+
+def data_renderer(args: argparse.Namespace, need_model: bool):
+    """The data settings ``data check`` / ``data show`` follow and the Renderer of their model (None for a check
+    without one)."""
     from .settings import resolve
+
+    settings = resolve(args, CHECK_OPTIONS)
+    d = settings.cfg.data
+    model = settings.require_model() if need_model else settings.model
+    if not model:
+        return d, None
+    from ..data import Renderer
+    from ..models import family_of, load_processor
+
+    spec = family_of(model)
+    return d, Renderer(load_processor(model, spec, d.min_pixels, d.max_pixels), spec, d.max_length, d.image_size)
+
+
+def data_show(args: argparse.Namespace) -> int:
+    from ..data.show import show
 
     if args.n < 1:
         raise DataError(f"-n {args.n}: expected at least 1 sample")
-    settings = resolve(args, CHECK_OPTIONS)
-    d, model = settings.cfg.data, settings.require_model()
-    spec = family_of(model)
-    renderer = Renderer(load_processor(model, spec, d.min_pixels, d.max_pixels), spec, d.max_length, d.image_size)
+    d, renderer = data_renderer(args, need_model=True)
     print(show(args.path, d.format, d.read_options(), renderer, args.n, d.on_too_long == "shrink"))
     return 0
 

@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(sub)
 
+    p = sub.add_parser("ui", help="web UI: chat with base and tuned side by side, runs, data check, training")
+    p.add_argument("--runs", default="runs", help="folder whose run folders the Runs tab lists (default: runs)")
+    p.add_argument("--model", help="base model to chat with: hub id or folder (default: the --config's model.path)")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="LoRA adapter to chat with beside the base, under NAME (default: its run's name; repeat "
+                   "for several)")
+    _run_config_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.set_defaults(run=commands.ui)
+
     config = sub.add_parser("config", help="check a config").add_subparsers(
         dest="config_command", required=True, metavar="ACTION")
     p = config.add_parser("validate", help="list every problem of a config at once; exit 1 if any")

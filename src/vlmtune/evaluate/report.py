@@ -111,7 +111,9 @@ def _metric_table(table: dict, sides: list[str]) -> str:
     return '<h2>Metrics</h2>\n<table class="metrics">' + head + "".join(rows) + "</table>"
 
 
-def _read_losses(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+def read_losses(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """``(training, validation)`` loss points ``(step, loss)`` of a run's metrics.jsonl, in file order; a missing
+    file or unreadable lines give none (the report and the web UI plot these)."""
     train, val = [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -135,7 +137,7 @@ def loss_curve_png(path: Path) -> bytes | None:
 
     Raises ImportError without matplotlib.
     """
-    train, val = _read_losses(path)
+    train, val = read_losses(path)
     if not train and not val:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
