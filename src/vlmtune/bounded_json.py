@@ -8,6 +8,7 @@ decoder, and every recursive walk of what it returns, goes at most :data:`MAX_DE
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 MAX_DEPTH = 64
@@ -20,50 +21,43 @@ class NotJson(ValueError):
     """The text is not one JSON value within :data:`MAX_DEPTH` levels."""
 
 
-def value_end(text: str, start: int, max_depth: int = MAX_DEPTH) -> int | None:
-    """Index just past the array or object that opens at ``text[start]``, found by bracket counting outside
-    strings; None where it is not closed, or nests deeper than ``max_depth``. It does not check the JSON inside."""
-    depth, in_string, i, n = 0, False, start, len(text)
-    while i < n:
+def _brackets(text: str, start: int = 0) -> Iterator[tuple[int, bool]]:
+    """``(index, opens)`` of each bracket of ``text`` from ``start`` that stands outside a string."""
+    in_string = escaped = False
+    for i in range(start, len(text)):
         c = text[i]
         if in_string:
-            if c == "\\":
-                i += 1  # the escaped character cannot end the string
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in _OPEN:
-            depth += 1
-            if depth > max_depth:
-                return None
-        elif c in _CLOSE:
-            depth -= 1
-            if depth <= 0:
-                return i + 1
-        i += 1
-    return None
-
-
-def nesting_depth(text: str) -> int:
-    """The deepest bracket nesting of ``text`` outside strings (unbalanced brackets count as they open)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for c in text:
-        if in_string:
             if escaped:
-                escaped = False
+                escaped = False  # the escaped character cannot end the string
             elif c == "\\":
                 escaped = True
             elif c == '"':
                 in_string = False
         elif c == '"':
             in_string = True
-        elif c in _OPEN:
-            depth += 1
-            deepest = max(deepest, depth)
-        elif c in _CLOSE:
-            depth = max(0, depth - 1)
+        elif c in _OPEN or c in _CLOSE:
+            yield i, c in _OPEN
+
+
+def value_end(text: str, start: int, max_depth: int = MAX_DEPTH) -> int | None:
+    """Index just past the array or object that opens at ``text[start]``, found by bracket counting outside
+    strings; None where it is not closed, or nests deeper than ``max_depth``. It does not check the JSON inside."""
+    depth = 0
+    for i, opens in _brackets(text, start):
+        depth += 1 if opens else -1
+        if depth > max_depth:
+            return None
+        if depth <= 0:
+            return i + 1
+    return None
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest bracket nesting of ``text`` outside strings (unbalanced brackets count as they open)."""
+    depth = deepest = 0
+    for _, opens in _brackets(text):
+        depth = depth + 1 if opens else max(0, depth - 1)
+        deepest = max(deepest, depth)
     return deepest
 
 
