@@ -25,7 +25,8 @@ from vlmtune.data.formats import read_dataset
 from vlmtune.models import get_family
 from vlmtune.models.registry import UnknownFamilyError
 from vlmtune.train import train
-from vlmtune.train.run import check_runnable, quantization_config
+from vlmtune.train.model import quantization_config
+from vlmtune.train.run import check_runnable
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

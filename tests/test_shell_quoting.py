@@ -12,7 +12,7 @@ from vlmtune.cli.main import main
 from vlmtune.config.schema import DataConfig
 from vlmtune.data import DataError, Renderer
 from vlmtune.models import get_family, load_processor
-from vlmtune.train.run import checked_samples
+from vlmtune.train.prepare import checked_samples
 
 FAMILY = "qwen2_5_vl"
 AWKWARD = "it's a \"model\" dir"

@@ -88,7 +88,7 @@ def test_a_full_disk_names_the_output(tmp_path, data, tiny_dir, monkeypatch, cap
                                                 "run again"
     assert main(["data", "split", str(data), "-o", str(tmp_path / "parts")]) == 2
     assert _one_line(capsys, "data split").startswith(f"no space left on {tmp_path / 'parts'} (the disk is full)")
-    monkeypatch.setattr("vlmtune.train.run.dump_config", _no_space)
+    monkeypatch.setattr("vlmtune.train.start.dump_config", _no_space)
     assert main(["train", _train_config(tmp_path, tiny_dir("qwen2_vl"), data, tmp_path / "run")]) == 2
     assert _one_line(capsys, "train").startswith(f"no space left on {tmp_path / 'run'} (the disk is full)")
 
@@ -192,7 +192,7 @@ def test_a_broken_cache_entry_is_named_deleted_and_rendered_again(tmp_path, data
 def test_a_wrong_lora_target_stops_training_before_data_or_weights_are_read(tmp_path, data, tiny_dir, monkeypatch,
                                                                              capsys):
     reads = []
-    monkeypatch.setattr("vlmtune.train.run.check_dataset", lambda *a, **k: reads.append("data"))
+    monkeypatch.setattr("vlmtune.train.prepare.check_dataset", lambda *a, **k: reads.append("data"))
     monkeypatch.setattr("vlmtune.models.load.AutoModelForImageTextToText.from_pretrained",
                         lambda *a, **k: reads.append("weights"))
     config = _train_config(tmp_path, tiny_dir("qwen2_vl"), data, tmp_path / "run")

@@ -13,7 +13,7 @@ from vlmtune.config.schema import DataConfig
 from vlmtune.data import DataError, Renderer
 from vlmtune.data.check import TOO_LONG, check_dataset
 from vlmtune.models import get_family, load_processor
-from vlmtune.train.run import checked_samples
+from vlmtune.train.prepare import checked_samples
 
 
 def _png_header_only(path, width, height):

@@ -21,7 +21,7 @@ from vlmtune.data.sample import BoxPart
 from vlmtune.evaluate.run import _example
 from vlmtune.models import get_family, load_processor
 from vlmtune.train import train
-from vlmtune.train.run import checked_report
+from vlmtune.train.prepare import checked_report
 
 # Tiny Qwen2-VL / Qwen2.5-VL: factor 28, 784..50176 px. The 300x200 gradient (60000 px, over max_pixels) is
 # processed at 252x168 (54 merged tokens of 28x28) and the text of _record is 34 tokens: 88 in all. Its smallest

@@ -120,7 +120,7 @@ def test_a_reference_that_is_not_json_stops_training_before_it_starts(tmp_path, 
                                                                      capsys):
     config = _train_config(tmp_path, tiny_dir, ['{"colour": "red"}', "blue"])
     loads = []
-    monkeypatch.setattr("vlmtune.train.run.build_model", lambda *args, **kwargs: loads.append(args))
+    monkeypatch.setattr("vlmtune.train.model.build_model", lambda *args, **kwargs: loads.append(args))
     assert main(["train", config]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

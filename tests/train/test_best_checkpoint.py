@@ -43,7 +43,7 @@ def test_best_by_a_metric_keeps_its_best_checkpoint_and_stops_early_on_it(tmp_pa
             return {"exact_match": next(scores), "vqa_accuracy": 0.0}
         return score
 
-    monkeypatch.setattr("vlmtune.train.run.generation_scorer", fake_scorer)
+    monkeypatch.setattr("vlmtune.train.trainer_inputs.generation_scorer", fake_scorer)
     cfg = _config(tmp_path, tiny_dir, "train.best_by=exact_match", "train.max_steps=6", "train.eval_steps=1",
                   "train.save_steps=1", "train.save_total_limit=2", "train.early_stopping_patience=2",
                   "eval.at_end=false")

@@ -285,7 +285,7 @@ def test_held_out_generation_at_the_end_runs_on_sharded_weights(tmp_path, write_
 def test_an_engine_config_the_trainer_does_not_use_is_reported(monkeypatch, caplog):
     from types import SimpleNamespace
 
-    from vlmtune.train.run import warn_if_engine_unused
+    from vlmtune.train.trainer_inputs import warn_if_engine_unused
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)

@@ -11,7 +11,7 @@ from vlmtune.data.formats import read_samples
 from vlmtune.data.sample import Message, Sample, TextPart
 from vlmtune.models import get_family, load_model
 from vlmtune.train import train
-from vlmtune.train.run import image_in_every_batch
+from vlmtune.train.trainer_inputs import image_in_every_batch
 
 FAMILY = "qwen2_vl"
 
@@ -46,7 +46,7 @@ def test_the_placeholder_changes_no_loss_and_the_vision_tower_sees_every_batch(t
         model.get_submodule(prefix).register_forward_hook(lambda *_: vision_calls.append(1))
         return model
 
-    monkeypatch.setattr("vlmtune.train.run.load_model", counting)
+    monkeypatch.setattr("vlmtune.train.model.load_model", counting)
     runs = {}
     for setting in ("false", "true"):
         vision_calls.clear()

@@ -14,7 +14,8 @@ from vlmtune.config.schema import FreezeConfig, LoraConfig
 from vlmtune.data.demo import make_demo_data
 from vlmtune.models import get_family, load_model
 from vlmtune.train import apply_lora, parameter_table, prepare_full, train
-from vlmtune.train.run import TrainingError, check_runnable, quantization_config
+from vlmtune.train.model import quantization_config
+from vlmtune.train.run import TrainingError, check_runnable
 
 FAMILY = "qwen2_vl"
 

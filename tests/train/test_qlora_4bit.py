@@ -13,7 +13,7 @@ from vlmtune.data.demo import make_demo_data
 from vlmtune.data.formats import read_samples
 from vlmtune.models import get_family, load_model, load_processor
 from vlmtune.train import build_model, parameter_table
-from vlmtune.train.run import quantization_config
+from vlmtune.train.model import quantization_config
 from vlmtune.train.trainer import causal_lm_loss
 
 bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'vlmtune[qlora]')")

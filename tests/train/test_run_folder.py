@@ -12,6 +12,8 @@ import sys
 import pytest
 from transformers import TrainerCallback
 
+import vlmtune.train.model as model_module
+import vlmtune.train.prepare as prepare_module
 import vlmtune.train.run as run_module
 from vlmtune.cli.main import main
 from vlmtune.data.demo import make_demo_data
@@ -69,8 +71,9 @@ def test_a_second_run_into_the_folder_is_refused_before_data_or_weights_are_read
     def not_now(*args, **kwargs):
         raise AssertionError("read data or weights before refusing the folder")
 
-    for name in ("check_dataset", "load_processor", "load_model"):
-        monkeypatch.setattr(run_module, name, not_now)
+    for module, name in ((prepare_module, "check_dataset"), (prepare_module, "load_processor"),
+                         (model_module, "load_model")):
+        monkeypatch.setattr(module, name, not_now)
     capsys.readouterr()
     assert main(["train", config()]) == 2
     err = _error(capsys)

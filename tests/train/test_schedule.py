@@ -12,7 +12,8 @@ from vlmtune.config import ConfigError, load_config
 from vlmtune.data.demo import make_demo_data
 from vlmtune.models import get_family
 from vlmtune.train import train
-from vlmtune.train.run import quantization_config, training_arguments
+from vlmtune.train.arguments import training_arguments
+from vlmtune.train.model import quantization_config
 
 FAMILY = "qwen2_vl"
 

@@ -120,17 +120,15 @@ def predict(args: argparse.Namespace) -> int:
     for image in args.image:
         if not Path(image).is_file():
             raise FileNotFoundError(f"image not found: {image}")
-    from ..data import ImagePart, Message, Renderer, Sample, TextPart
+    from ..data import ImagePart, Message, Sample, TextPart
     from ..evaluate import generate
-    from ..models import family_of, load_processor
+    from ..train.prepare import renderer_for
 
-    spec = family_of(model_path)
     parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(question)]
     # The system prompt as the data readers add it: first, to a conversation that has none.
     system = (Message("system", (TextPart(d.system),)),) if d.system else ()
     prompt = Sample(messages=(*system, Message("user", tuple(parts))), id="<prompt>")
-    renderer = Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec, d.max_length,
-                        d.image_size)
+    renderer = renderer_for(model_path, d)
     renderer.encode_prompt(prompt)  # an image the processor cannot take is refused before the weights load
     model = load_for_inference(model_path, settings.cfg.model.dtype, args.adapter)
     print(generate(model, renderer, [prompt], settings.cfg.eval.max_new_tokens, progress=False)[0])
@@ -160,14 +158,11 @@ def evaluate(args: argparse.Namespace) -> int:
     data = args.data or (d.val if settings.source else None)
     if not data:
         raise ConfigError("--data is required (no run config with a data.val)")
-    from ..data import Renderer
     from ..data.check import check_dataset
     from ..evaluate import compare
-    from ..models import family_of, load_processor
+    from ..train.prepare import renderer_for
 
-    spec = family_of(model_path)
-    renderer = Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec, d.max_length,
-                        d.image_size)
+    renderer = renderer_for(model_path, d)
     report = check_dataset(data, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
     for problem in report.problems:
         print(f"skipped {problem}")
@@ -292,11 +287,9 @@ def data_renderer(args: argparse.Namespace, need_model: bool):
     model = settings.require_model() if need_model else settings.model
     if not model:
         return d, None
-    from ..data import Renderer
-    from ..models import family_of, load_processor
+    from ..train.prepare import renderer_for
 
-    spec = family_of(model)
-    return d, Renderer(load_processor(model, spec, d.min_pixels, d.max_pixels), spec, d.max_length, d.image_size)
+    return d, renderer_for(model, d)
 
 
 def data_show(args: argparse.Namespace) -> int:

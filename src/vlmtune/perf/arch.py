@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 from ..config import Config, ConfigError
 from ..models import resolve_dtype
 from ..models.kernels import fast_kernels
-from ..train.run import build_model
+from ..train.model import build_model
 
 
 def random_model(cfg: Config, spec, architecture: str | bool = True, kernels: bool = True) -> torch.nn.Module:

@@ -23,11 +23,15 @@ import torch
 from transformers import AutoModelForImageTextToText, Trainer, set_seed
 
 from ..config import Config, ConfigError
-from ..data import Collator, EncodedDataset, Renderer
+from ..data import Collator, EncodedDataset
 from ..data.cache import CachedRenderer
-from ..models import load_processor, resolve_dtype, spec_for
-from ..train.run import build_model, check_runnable, checked_report, training_arguments
+from ..models import resolve_dtype
+from ..train.arguments import training_arguments
+from ..train.model import build_model
+from ..train.prepare import Prepared, prepare
+from ..train.run import check_runnable
 from ..train.trainer import VlmTrainer, causal_lm_loss
+from ..train.trainer_inputs import batch_lengths, encoded_datasets
 from .arch import random_model
 from .baseline import BaselineCollator, baseline_dataset
 from .flops import matmul_weights, step_tokens, train_flops
@@ -48,10 +52,8 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
     check_runnable(cfg)
     if random_init and cfg.train.method == "qlora":
         raise ConfigError("--random-init builds unquantised weights; benchmark QLoRA from a checkpoint")
-    spec = spec_for(cfg.model.path, cfg.model.components)
-    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
-    report = checked_report(cfg.data.train, cfg.data, renderer, "data.train")
+    data = prepare(cfg, splits=("train",))
+    report = data.train
     load_before = os.getloadavg()
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -67,8 +69,7 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
     runs = [("vlmtune", True)] + ([("baseline", False)] if baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         for name, ours in runs:
-            result[name] = _measure(cfg, spec, renderer, report, Path(tmp) / name, steps, warmup, ours,
-                                    random_init, progress)
+            result[name] = _measure(cfg, data, Path(tmp) / name, steps, warmup, ours, random_init, progress)
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     if baseline:
         result["ratio"] = {k: result["vlmtune"][k] / result["baseline"][k] if result["baseline"][k] else None
@@ -76,14 +77,13 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
     return result
 
 
-def _measure(cfg: Config, spec, renderer: Renderer, report, out: Path, steps: int, warmup: int, ours: bool,
-             random_init: str | bool, progress: bool) -> dict[str, Any]:
-    samples = report.samples
+def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ours: bool, random_init: str | bool,
+             progress: bool) -> dict[str, Any]:
+    spec, renderer, samples = data.spec, data.renderer, data.train_samples
     start = time.perf_counter()
     if ours:
-        encoder = CachedRenderer(renderer, cfg.data.cache_dir) if cfg.data.cache_dir else renderer
-        dataset = EncodedDataset(samples, encoder, cache=cfg.data.cache_in_memory)
-        prepared = _prefill(cfg, encoder, dataset)
+        dataset, _ = encoded_datasets(cfg, data)
+        prepared = _prefill(cfg, dataset.renderer, dataset)
     else:
         dataset = baseline_dataset(samples, renderer, progress)
         prepared = f"Dataset.map over {len(samples)} samples"
@@ -104,12 +104,10 @@ def _measure(cfg: Config, spec, renderer: Renderer, report, out: Path, steps: in
     if not ours:
         args.use_liger_kernel = False  # the plain recipe: none of vlmtune's kernel choices
     if ours:
-        lengths = [t + v for t, v in report.lengths]
         trainer = measured(VlmTrainer, meter)(
             model=model, args=args, train_dataset=dataset, callbacks=[meter],
             data_collator=Collator(renderer.processor.tokenizer.pad_token_id), compute_loss_func=causal_lm_loss,
-            train_lengths=lengths if cfg.train.group_by_length or cfg.train.max_tokens_per_batch else None,
-            max_tokens_per_batch=cfg.train.max_tokens_per_batch)
+            train_lengths=batch_lengths(cfg, data.train), max_tokens_per_batch=cfg.train.max_tokens_per_batch)
     else:
         trainer = measured(Trainer, meter)(model=model, args=args, train_dataset=dataset, callbacks=[meter],
                                            data_collator=BaselineCollator(renderer.processor.tokenizer))

@@ -37,8 +37,9 @@ from ..config import Config, ConfigError
 from ..data import Renderer
 from ..data.check import check_dataset
 from ..data.sample import ImagePart, Message, Sample, TextPart
-from ..models import load_processor, resolve_dtype, spec_for
+from ..models import resolve_dtype
 from ..train.lora import parameter_table
+from ..train.prepare import prepare
 from ..train.sampler import LengthGroupedBatchSampler
 from .arch import architecture_config, meta_model
 from .flops import matmul_weights, step_tokens, train_flops
@@ -66,9 +67,8 @@ def estimate(cfg: Config, data: str | None = None, gpu_name: str = "H100", mfu: 
     gpu = find_gpu(gpu_name)
     if gpu is None:
         raise ConfigError(f"--gpu {gpu_name!r}: unknown; known: {', '.join(gpu_names())}")
-    spec = spec_for(cfg.model.path, cfg.model.components)
-    processor = load_processor(cfg.model.path, spec, cfg.data.min_pixels, cfg.data.max_pixels)
-    renderer = Renderer(processor, spec, cfg.data.max_length, cfg.data.image_size)
+    prepared = prepare(cfg, splits=())  # the data below is counted, not filtered: its unusable records are shown
+    spec, renderer = prepared.spec, prepared.renderer
     result: dict[str, Any] = {"model": cfg.model.path, "family": spec.name, "gpu": gpu.name,
                               "visual_tokens_per_image": visual_tokens(renderer)}
     lengths = _data_lengths(cfg, renderer, data, result)

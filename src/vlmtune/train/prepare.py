@@ -1,0 +1,101 @@
+"""What a run starts from, before any weights load: the family spec, the processor, the Renderer and the checked
+data, with the rules that drop a record or stop the run. ``vlmtune train``, ``bench`` and ``estimate`` share
+:func:`prepare`; the data and prediction commands share :func:`renderer_for`."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..config.schema import DataConfig
+from ..data import DataError, Renderer, Sample
+from ..data.check import TOO_LONG, CheckReport, check_dataset
+from ..evaluate.run import check_references
+from ..models import FamilySpec, family_of, load_processor, spec_for
+
+log = logging.getLogger("vlmtune")
+
+
+@dataclass
+class Prepared:
+    """The family spec, processor and Renderer of ``cfg.model.path``, and the checked data of the splits asked
+    for (None where not asked for or not configured)."""
+
+    spec: FamilySpec
+    processor: Any
+    renderer: Renderer
+    train: CheckReport | None = None
+    val: CheckReport | None = None
+
+    @property
+    def train_samples(self) -> list[Sample]:
+        return self.train.samples if self.train else []
+
+    @property
+    def val_samples(self) -> list[Sample]:
+        return self.val.samples if self.val else []
+
+
+def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> Prepared:
+    """Spec -> processor -> Renderer -> checked data of ``splits`` (``data.train``, and ``data.val`` where set).
+
+    Every record is checked in seconds, before any weights are loaded: unusable and over-long records are dropped
+    or stop the run (:func:`checked_report`), and a held-out reference that a metric the run scores cannot read
+    stops it too.
+    """
+    spec = spec_for(cfg.model.path, cfg.model.components)
+    renderer = renderer_for(cfg.model.path, cfg.data, spec)
+    train = checked_report(cfg.data.train, cfg.data, renderer, "data.train") if "train" in splits else None
+    val = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if "val" in splits and cfg.data.val \
+        else None
+    prepared = Prepared(spec, renderer.processor, renderer, train, val)
+    if prepared.val_samples and (cfg.eval.at_end or cfg.train.best_by != "loss"):
+        check_references(renderer, prepared.val_samples[:cfg.eval.max_samples], cfg.eval.metric_names())
+    return prepared
+
+
+def renderer_for(model: str, data: DataConfig, spec: FamilySpec | None = None) -> Renderer:
+    """The Renderer of ``model`` under the data settings ``data`` (pixel limits, ``max_length``, image size), over
+    the checkpoint's own processor. ``spec``: the model's family (default: read from its config.json)."""
+    spec = spec or family_of(model)
+    processor = load_processor(model, spec, data.min_pixels, data.max_pixels)
+    return Renderer(processor, spec, data.max_length, data.image_size)
+
+
+def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -> list[Sample]:
+    """The usable samples of a data file, after the checks of ``vlmtune data check``.
+
+    Unusable records and over-long samples are dropped with a count (or stop the run, per
+    ``data.on_bad_record`` / ``data.on_too_long``); a file with no usable sample stops it, naming why.
+    """
+    return checked_report(path, data, renderer, key).samples
+
+
+def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) -> CheckReport:
+    """:func:`checked_samples` with the whole check report: ``report.lengths`` holds the (text, visual) token
+    counts of each usable sample, in the order of ``report.samples``."""
+    report = check_dataset(path, data.format, data.read_options(), renderer, shrink=data.on_too_long == "shrink")
+    if report.shrunk:
+        log.info("%s: %s", key, report.shrunk_line().replace("max_length", "data.max_length", 1))
+    too_long = [p for p in report.problems if p.kind == TOO_LONG]
+    invalid = [p for p in report.problems if p.kind != TOO_LONG]
+    for problems, policy, what in ((invalid, "on_bad_record", "unusable"), (too_long, "on_too_long",
+                                                                             "over max_length")):
+        if not problems:
+            continue
+        if getattr(data, policy) == "fail":
+            raise DataError(f"{key}: {len(problems)} of {report.records} records {what} (data.{policy}=fail); "
+                            f"first: {problems[0]}")
+        log.warning("%s: dropped %d of %d records as %s, e.g. %s", key, len(problems), report.records, what,
+                    problems[0])
+    if not report.samples:
+        reasons = "; ".join(f"{n}x {r}" for r, n in report.counts_by_reason().most_common(3))
+        raise DataError(f"{key}: no usable sample in {path} ({report.records} records): {reasons or 'empty file'}; "
+                        f"run `vlmtune data check {shlex.quote(str(path))}` for the full list")
+    if report.warnings:
+        log.warning("%s: %d warnings (samples kept), e.g. %s", key, len(report.warnings), report.warnings[0])
+    log.info("%s: %d samples from %s (format %s)", key, len(report.samples), path, report.format)
+    return report
