@@ -27,7 +27,7 @@ from vlmtune.models.registry import UnknownFamilyError
 from vlmtune.train import train
 from vlmtune.train.run import check_runnable, quantization_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 
 
