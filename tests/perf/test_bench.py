@@ -34,6 +34,7 @@ def config(tmp_path, tiny_dir):
     return path
 
 
+@pytest.mark.slow  # `vlmtune bench` trains both recipes
 def test_bench_runs_a_few_steps_of_both_recipes_and_writes_every_field(config, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", str(config), "--steps", "2", "--warmup", "1", "--baseline", "--json", str(out)]) == 0
