@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 # CPU; the CPU wheel of torch 2.13 has no working torchvision on PyPI.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,6 +42,10 @@ demo: setup
 test: setup browser
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest
+
+# The inner loop: every test but the slow and the multi-process ones (under 2 minutes on 2 CPU cores).
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not multiprocess"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -12,6 +12,8 @@ from vlmtune.data import Renderer, read_samples
 from vlmtune.demo import run_demo
 from vlmtune.models import get_family, load_processor
 
+pytestmark = pytest.mark.slow  # trains the demo to near-perfect accuracy: minutes on 2 CPU cores
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

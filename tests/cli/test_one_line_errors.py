@@ -137,6 +137,7 @@ def test_a_model_path_that_names_no_checkpoint(tmp_path, data, kind, capsys):
     }[kind]
 
 
+@pytest.mark.slow  # a subprocess that imports torch and transformers
 def test_a_hub_id_offline_and_not_cached_is_one_line(tmp_path, data):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "vlmtune.cli.main", "estimate",
@@ -170,6 +171,7 @@ def test_a_hub_id_that_cannot_be_downloaded_says_the_machine_is_offline(tmp_path
 
 # --- the data cache ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # trains twice
 def test_a_broken_cache_entry_is_named_deleted_and_rendered_again(tmp_path, data, tiny_dir, capsys):
     cache = tmp_path / "cache"
     config = _train_config(tmp_path, tiny_dir("qwen2_vl"), data, tmp_path / "run", f"cache_dir: {cache}")

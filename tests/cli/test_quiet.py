@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import write_jsonl
+
+pytestmark = pytest.mark.slow  # trains and evaluates as subprocesses
 
 NOISE = ("Setting accelerator to CPU",           # DeepSpeed, on stdout, on a machine without a GPU
          "gemm_4bit_forward",                    # bitsandbytes' optional CPU kernel package

@@ -12,6 +12,8 @@ import yaml
 from vlmtune.cli.main import main
 from vlmtune.data.demo import make_demo_data
 
+pytestmark = pytest.mark.slow  # trains and evaluates runs in fp32 and bf16
+
 SYSTEM = "Answer with one word."
 
 

@@ -13,6 +13,8 @@ from vlmtune.data.render import SEQUENCE_KEYS
 from vlmtune.models import family_of, load_model, load_processor
 from vlmtune.train.trainer import causal_lm_loss
 
+pytestmark = pytest.mark.slow  # a forward and backward pass of every family, twice
+
 
 def _record(text: str, answer: str, image: str | None = None) -> dict:
     content = [{"type": "image", "image": image}] if image else []

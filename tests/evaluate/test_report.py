@@ -85,6 +85,7 @@ def _browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.skipif(_browser() is None, reason="no chromium binary: install the Debian package `chromium`")
 def test_report_renders_in_headless_chromium(report_inputs, tmp_path):
     out, metrics, predictions, log = report_inputs

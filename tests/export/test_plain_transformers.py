@@ -16,6 +16,8 @@ from vlmtune.export import SETTINGS_FILE
 from vlmtune.models import family_names, get_family
 from vlmtune.models.processor_compat import _recorded_defaults, has_video_processor
 
+pytestmark = pytest.mark.slow  # builds, trains and reloads every family with plain transformers
+
 FAMILIES = family_names()
 
 

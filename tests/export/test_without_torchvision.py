@@ -16,6 +16,8 @@ from tests.export.ecosystem import MAX_NEW_TOKENS, PROMPT, make_run, vlmtune_pre
 from vlmtune.cli.main import main
 from vlmtune.models import family_names, get_family
 
+pytestmark = pytest.mark.slow  # trains and exports every family again in a subprocess
+
 FAMILIES = family_names()
 
 # Runs in a Python whose `import torchvision` raises ImportError (sitecustomize on PYTHONPATH), so that transformers

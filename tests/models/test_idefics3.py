@@ -226,6 +226,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # a learning test: trains the tiny model to an accuracy
 def test_smolvlm_learns_the_demo_task_from_tiled_images(tiny_dir, tmp_path, one_thread):
     """LoRA on a random-init SmolVLM: held-out accuracy goes from 0 to well above an image-blind guess."""
     spec, folder = get_family("smolvlm"), tiny_dir("smolvlm")

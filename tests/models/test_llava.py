@@ -277,6 +277,7 @@ def test_onevision_batch_of_a_tiled_image_and_a_two_image_sample_trains_and_gene
     assert model.generate(**prompt, max_new_tokens=3).shape[1] > prompt["input_ids"].shape[1]
 
 
+@pytest.mark.slow  # a learning test: trains the tiny model to an accuracy
 def test_llava_learns_the_demo_task_and_stops_at_its_end_token(llava, tmp_path):
     files = make_demo_data(tmp_path / "data", n_train=96, n_val=32)
     common = ["train.progress=false", "data.cache_in_memory=true", "train.batch_size=8", "train.seed=0",

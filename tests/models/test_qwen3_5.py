@@ -163,6 +163,7 @@ def test_tokens_processor_and_grounding_follow_qwen3_vl(folder, processor):
     assert {"<think>", "</think>", "<tool_call>"} <= set(SPEC.special_tokens)
 
 
+@pytest.mark.slow  # a learning test: trains the tiny model to an accuracy
 def test_lora_learns_the_demo_task_on_cpu(tiny_dir, tmp_path):
     """Base (a warm-up on shuffled answers: the task's words, not the images) vs LoRA on the real answers."""
     files = make_demo_data(tmp_path / "data", n_train=200, n_val=40)

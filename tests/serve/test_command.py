@@ -16,6 +16,8 @@ from tests.export.ecosystem import make_run
 from tests.serve.server import make_runs
 from vlmtune.cli.main import main
 
+pytestmark = pytest.mark.slow  # `vlmtune serve` as a subprocess, after training two runs
+
 
 @pytest.fixture(scope="module")
 def runs(tiny_dir, tmp_path_factory):

@@ -13,6 +13,8 @@ from PIL import Image
 from tests.export.ecosystem import MAX_NEW_TOKENS, PROMPT, vlmtune_predict
 from tests.serve.server import API_KEY, Server, data_uri, make_runs
 
+pytestmark = pytest.mark.slow  # a `vlmtune serve` subprocess with two adapters
+
 
 @pytest.fixture(scope="module")
 def served(tiny_dir, tmp_path_factory):

@@ -33,6 +33,7 @@ def _evals(run_dir) -> dict[int, dict]:
     return evals
 
 
+@pytest.mark.slow  # trains with a held-out evaluation at every save
 def test_best_by_a_metric_keeps_its_best_checkpoint_and_stops_early_on_it(tmp_path, tiny_dir, monkeypatch):
     scores = iter([0.2, 0.9, 0.5, 0.1, 0.0, 0.0])
     calls = []
@@ -66,6 +67,7 @@ def test_best_by_a_metric_keeps_its_best_checkpoint_and_stops_early_on_it(tmp_pa
     assert not all(torch.equal(saved[k], newest[k]) for k in saved)
 
 
+@pytest.mark.slow  # trains with a held-out evaluation at every save
 def test_the_metric_scored_in_training_is_the_held_out_evaluation_of_the_same_weights(tmp_path, tiny_dir):
     cfg = _config(tmp_path, tiny_dir, "train.best_by=exact_match", "train.max_steps=4", "train.eval_steps=2",
                   "train.save_steps=2", "train.lr=5e-3", "eval.compare_base=false")

@@ -26,7 +26,8 @@ FAMILY, WORLD, BATCH, STEPS = "qwen2_5_vl", 2, 2, 4
 REL = 1e-5
 ADAPTER_ATOL = 1e-5  # weights of about 0.1; one Adam step moves each by about lr = 1e-3
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
+pytestmark = [pytest.mark.multiprocess,
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")]
 
 
 @pytest.fixture(scope="module")

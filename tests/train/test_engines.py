@@ -204,6 +204,7 @@ def _trace(run_dir: Path, rank: int) -> dict[int, list[str]]:
     return {s["step"]: s["ids"] for s in map(json.loads, lines)}
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
 def test_the_engine_really_trains_in_shards(engine, method, launched):
     _, probes = launched(engine, method)
@@ -227,6 +228,7 @@ def _table(run_dir: Path) -> str:
     return log[log.index("component "):log.index("% trainable)")]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
 def test_zero3_loads_the_weights_into_shards_and_counts_them_whole(engine, method, launched, reference):
     run_dir, _ = launched(engine, method)
@@ -236,6 +238,7 @@ def test_zero3_loads_the_weights_into_shards_and_counts_them_whole(engine, metho
     assert _table(run_dir) == _table(reference(method))
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
 def test_loss_gradient_norm_and_val_loss_match_one_process_with_the_doubled_batch(engine, method, launched,
                                                                                   reference):
@@ -253,6 +256,7 @@ def test_loss_gradient_norm_and_val_loss_match_one_process_with_the_doubled_batc
     assert val[0] == pytest.approx(val[1], rel=REL)  # the last validation, a collective forward
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
 def test_the_saved_weights_are_whole_load_and_match_one_process(engine, method, launched, reference, tiny_dir):
     run_dir, _ = launched(engine, method)
@@ -274,6 +278,7 @@ def test_the_saved_weights_are_whole_load_and_match_one_process(engine, method, 
         torch.testing.assert_close(got[key], value, rtol=0, atol=ATOL[method], msg=key)
 
 
+@pytest.mark.multiprocess
 def test_held_out_generation_at_the_end_runs_on_sharded_weights(tmp_path, write_config, reference):
     # Each forward under FSDP gathers weight shards from every rank: all of them generate, the main one writes.
     code, err, _ = launch("fsdp2", write_config(tmp_path / "fsdp2_eval", "lora", BATCH, at_end=True), tmp_path)
@@ -296,6 +301,7 @@ def test_an_engine_config_the_trainer_does_not_use_is_reported(monkeypatch, capl
     assert "accelerate FSDP config, but FSDP is not in use here" in caplog.text and "DeepSpeed" not in caplog.text
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("engine", ["fsdp2", "deepspeed_zero3"])
 def test_a_run_resumed_from_a_sharded_checkpoint_continues_exactly(engine, tmp_path, write_config):
     """The checkpoint of a sharded run (optimizer, scheduler, RNG and data position) restores under the same

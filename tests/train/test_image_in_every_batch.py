@@ -13,6 +13,8 @@ from vlmtune.models import get_family, load_model
 from vlmtune.train import train
 from vlmtune.train.trainer_inputs import image_in_every_batch
 
+pytestmark = pytest.mark.slow  # trains every batch with and without images
+
 FAMILY = "qwen2_vl"
 
 

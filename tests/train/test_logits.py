@@ -11,6 +11,8 @@ from vlmtune.models import family_of, load_model, load_processor
 from vlmtune.train.logits import accepts_logits_to_keep, answer_logits_only
 from vlmtune.train.trainer import causal_lm_loss
 
+pytestmark = pytest.mark.slow  # trains a step of every family twice
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_answer_logits_only_change_no_loss_or_gradient(family, tiny_dir, tmp_path, images):

@@ -106,6 +106,7 @@ def test_qlora_builds_a_4bit_config_that_keeps_the_vision_tower_and_refuses_cpu_
     assert "method qlora (no CUDA here" in out and "language" in out
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_gradient_checkpointing_changes_no_loss_and_runs_leave_their_tracking_files(tmp_path, tiny_dir):
     plain = train(_config(tmp_path / "a", tiny_dir, max_steps=3, report_to="[tensorboard]"))
     checkpointed = train(_config(tmp_path / "b", tiny_dir, max_steps=3, gradient_checkpointing="true"))
@@ -160,6 +161,7 @@ def test_early_stopping_and_best_checkpoint_need_validation_and_aligned_steps(tm
         check_runnable(cfg)
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_dir):
     cfg = _config(tmp_path, tiny_dir, max_steps=40, eval_steps=1, save_steps=1, early_stopping_patience=1,
                   lr=0.5, report_to="none", save_total_limit=1)
@@ -171,6 +173,7 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path, tiny_dir
     assert len(list((result.run_dir / "checkpoints").glob("checkpoint-*"))) <= 2  # newest + best
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_8bit_adamw_trains_with_its_quantised_state(tmp_path, tiny_dir):
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'vlmtune[qlora]')")
 

@@ -67,6 +67,7 @@ def test_quantizing_the_vision_tower_and_projector_too(tiny_dir, tmp_path):
     assert kinds["lm_head"] == {"Linear"}
 
 
+@pytest.mark.slow  # a learning test: trains the tiny model to an accuracy
 def test_lora_learns_over_frozen_4bit_weights(tiny_dir, tmp_path):
     _, spec, model = _qlora(tiny_dir, tmp_path)
     renderer = Renderer(load_processor(tiny_dir(FAMILY), spec), spec)

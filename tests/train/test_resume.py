@@ -44,6 +44,7 @@ def config(tmp_path, tiny_dir):
     return write
 
 
+@pytest.mark.slow  # trains in a subprocess, kills it and resumes
 def test_sigkill_then_resume_continues_the_same_loss_sequence(config, tmp_path):
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "vlmtune.cli.main", "train", config("killed")],

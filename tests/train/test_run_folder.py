@@ -19,6 +19,8 @@ from vlmtune.cli.main import main
 from vlmtune.data.demo import make_demo_data
 from vlmtune.train.trainer import VlmTrainer
 
+pytestmark = pytest.mark.slow  # trains into run folders, resumes, interrupts
+
 FAMILY = "qwen2_vl"
 
 

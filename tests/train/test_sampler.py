@@ -125,6 +125,7 @@ def mixed(tmp_path, tiny_dir):
     return tiny_dir("qwen2_vl"), data
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_grouped_padded_batches_change_no_per_sample_loss(mixed):
     model_dir, data = mixed
     spec = family_of(model_dir)
@@ -146,6 +147,7 @@ def test_grouped_padded_batches_change_no_per_sample_loss(mixed):
         assert grouped[i] == pytest.approx(loss, rel=1e-5, abs=1e-6), i
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_the_trainer_trains_the_plan_with_a_token_budget(mixed, tmp_path):
     model_dir, data = mixed
     cfg = load_config(None, [f"model.path={model_dir}", f"data.train={data}", "lora.r=4",

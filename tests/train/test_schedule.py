@@ -31,6 +31,7 @@ def _logs(run_dir, key: str) -> dict[int, float]:
     return {e["step"]: e[key] for e in entries if key in e}
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_a_warmup_ratio_warms_up_for_the_ceiling_of_its_share_of_all_steps(tmp_path, tiny_dir):
     # 6 steps: a ratio of 0.3 is ceil(1.8) = 2 warmup steps, the same schedule as warmup_steps 2 and not as 1.
     runs = {name: train(_config(tmp_path / name, tiny_dir, "train.max_steps=6", "train.lr=1e-3", *extra))
@@ -53,6 +54,7 @@ def test_warmup_and_validation_are_each_set_one_way(tmp_path, tiny_dir):
         _config(tmp_path, tiny_dir, "train.warmup_ratio=1.5")
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_validation_every_n_epochs_falls_on_the_ends_of_those_epochs(tmp_path, tiny_dir):
     # 12 samples in batches of 2 are 6 batches; accumulating 4 makes ceil(6 / 4) = 2 optimizer steps an epoch
     # (the last one over 2 batches), so every 2 epochs is every 4 steps: steps 4 and 8 of 4 epochs.
@@ -73,6 +75,7 @@ def test_checkpoints_off_the_validation_epochs_are_refused_naming_the_interval(t
         train(cfg)
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_save_total_limit_null_keeps_every_checkpoint(tmp_path, tiny_dir):
     result = train(_config(tmp_path, tiny_dir, "train.max_steps=4", "train.save_steps=1",
                            "train.save_total_limit=null"))
@@ -82,6 +85,7 @@ def test_save_total_limit_null_keeps_every_checkpoint(tmp_path, tiny_dir):
     assert len(list((limited.run_dir / "checkpoints").glob("checkpoint-*"))) == 2  # the default, 2
 
 
+@pytest.mark.slow  # trains for a few steps
 def test_bf16_without_autocast_trains_the_bf16_model_as_it_is(tmp_path, tiny_dir):
     cfg = _config(tmp_path, tiny_dir, "model.dtype=bf16", "train.autocast=false", "train.max_steps=2")
     args = training_arguments(cfg, tmp_path / "run", has_val=False)

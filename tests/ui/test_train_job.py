@@ -9,6 +9,8 @@ import pytest
 
 from vlmtune.data.demo import make_demo_data
 
+pytestmark = pytest.mark.slow  # a training subprocess stopped by the UI
+
 pytest.importorskip("gradio")
 
 

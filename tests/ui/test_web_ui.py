@@ -28,7 +28,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 CHROMIUM = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: install the Debian package `chromium`")
+pytestmark = [pytest.mark.slow,  # a `vlmtune ui` server and a browser
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: install the Debian package `chromium`")]
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
 PROMPT = "What colour is the shape?"

@@ -8,7 +8,7 @@ import pytest
 from vlmtune.evaluate.metrics import Example, get_metric
 from vlmtune.evaluate.metrics.text import anls
 
-CASES = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "real" / "metrics" / "cases.json"
+CASES = Path(__file__).parents[3] / ".." / "shared" / "fixtures" / "real" / "metrics" / "cases.json"
 pytestmark = pytest.mark.skipif(not CASES.exists(), reason=f"shared metric fixtures not found at {CASES}")
 
 

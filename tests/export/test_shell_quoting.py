@@ -1,18 +1,11 @@
-"""Commands vlmtune prints for the user to copy keep their paths whole: split as a shell splits them, they give
-back the exact path, spaces and quotes included."""
+"""The commands an exported model card gives the user to copy keep their names and paths whole: split as a shell
+splits them, they give back the exact path, spaces and quotes included."""
 
 import json
-import re
 import shlex
-
-import pytest
 
 from tests.export.ecosystem import make_run
 from vlmtune.cli.main import main
-from vlmtune.config.schema import DataConfig
-from vlmtune.data import DataError, Renderer
-from vlmtune.models import get_family, load_processor
-from vlmtune.train.prepare import checked_samples
 
 FAMILY = "qwen2_5_vl"
 AWKWARD = "it's a \"model\" dir"
@@ -37,16 +30,3 @@ def test_the_model_cards_vllm_and_curl_commands_quote_names_and_paths(tiny_dir, 
 
     curl = shlex.split(_block_after(card, "A request names the adapter as its model:"))
     assert json.loads(curl[curl.index("-d") + 1])["model"] == AWKWARD
-
-
-def test_the_data_check_command_named_by_a_failed_training_quotes_its_path(tiny_dir, tmp_path):
-    folder = tmp_path / AWKWARD
-    folder.mkdir()
-    data = folder / "bad.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "bot", "content": "hi"}]}) + "\n")
-    spec = get_family(FAMILY)
-    renderer = Renderer(load_processor(tiny_dir(FAMILY), spec), spec)
-    with pytest.raises(DataError) as caught:
-        checked_samples(str(data), DataConfig(train=str(data)), renderer, "data.train")
-    [command] = re.findall(r"`(vlmtune data check [^`]*)`", str(caught.value))
-    assert shlex.split(command) == ["vlmtune", "data", "check", str(data)]

@@ -28,7 +28,7 @@ from vlmtune.train import train
 from vlmtune.train.model import quantization_config
 from vlmtune.train.run import check_runnable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 
 
@@ -251,6 +251,7 @@ def test_recipe_reads_its_documented_data_with_its_format(name, write_data, tmp_
         assert result.samples and not result.problems, f"{key}: {[str(p) for p in result.problems[:3]]}"
 
 
+@pytest.mark.slow  # trains every recipe
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_recipe_trains_two_steps_on_the_tiny_model_of_its_family(name, tiny_dir, tmp_path):
     seed, spec = SEEDS[name], _family(name)

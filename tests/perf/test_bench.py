@@ -17,7 +17,7 @@ from vlmtune.perf.flops import train_flops
 from vlmtune.perf.gpus import find_gpu
 from vlmtune.train import build_model, parameter_table
 
-SEVEN_B = Path(__file__).resolve().parents[1] / "benchmarks" / "qwen2_5_vl_7b.json"
+SEVEN_B = Path(__file__).resolve().parents[2] / "benchmarks" / "qwen2_5_vl_7b.json"
 RUN_FIELDS = ("samples_per_s", "text_tokens_per_s", "visual_tokens_per_s", "padding_share", "data_wait_share",
               "peak_memory_mb", "peak_memory_kind", "mfu", "model_tflops_per_s", "preprocess_s", "steps")
 
@@ -34,6 +34,7 @@ def config(tmp_path, tiny_dir):
     return path
 
 
+@pytest.mark.slow  # `vlmtune bench` trains both recipes
 def test_bench_runs_a_few_steps_of_both_recipes_and_writes_every_field(config, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", str(config), "--steps", "2", "--warmup", "1", "--baseline", "--json", str(out)]) == 0
