@@ -17,7 +17,8 @@ from .processor_compat import carry_video_settings, processor_class
 from .registry import UnknownFamilyError, get_family
 from .spec import FamilySpec
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The dtype names a config may give (model.dtype, quantization.compute_dtype), besides auto.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def family_of(model: str | Path) -> FamilySpec:
@@ -56,9 +57,9 @@ def resolve_dtype(name: str) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     try:
-        return _DTYPES[name]
+        return DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}") from None
+        raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(DTYPES)}") from None
 
 
 def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None = None,

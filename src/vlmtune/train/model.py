@@ -10,11 +10,11 @@ import torch
 
 from ..config import Config
 from ..models import FamilySpec, load_model, resolve_dtype, spec_for
+from ..models.load import DTYPES
 from .lora import apply_lora, format_table, parameter_table, prepare_full
 
 log = logging.getLogger("vlmtune")
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def training_model(cfg: Config, spec: FamilySpec, world_size: int) -> torch.nn.Module:
@@ -65,7 +65,7 @@ def quantization_config(cfg: Config, spec: FamilySpec):
     keep = [prefix for c in kept for prefix in spec.components.get(c, ())]
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=_DTYPES[q.compute_dtype], llm_int8_skip_modules=keep)
+        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype], llm_int8_skip_modules=keep)
 
 
 def dtype_name(model: torch.nn.Module) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import DataError, RecordError
 from ..sample import Sample
-from .common import ReadOptions, first_json_records
+from .common import ReadOptions, first_json_records, split_entry
 
 
 class Reader(Protocol):
@@ -129,11 +129,7 @@ def format_mismatch(path: str | Path, format: str) -> DataError | None:
 
 
 def _file_part(path: Path) -> Path:
-    """``dataset_info.json#entry`` names an entry of a dataset registry file; the file is the part before #."""
-    text = str(path)
-    if "#" in text and not path.exists():
-        return Path(text.split("#", 1)[0])
-    return path
+    return split_entry(path)[0]
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -145,7 +141,7 @@ def input_files(path: str | Path) -> list[Path]:
         return sorted(p for p in file.rglob("*") if p.is_file())
     files = [file]
     if _READERS["llamafactory"].detect(path, None):
-        from .registry import load_entry
+        from .llamafactory import load_entry
 
         try:
             registry, entry = load_entry(path)
@@ -205,7 +201,7 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
 
 
 # Registration order is detection order: the most specific formats first.
-from . import gui_events, hf, llava, messages, qwen_tags, registry, sharegpt, table  # noqa: E402,F401
+from . import gui_events, hf, llamafactory, llava, messages, qwen_tags, sharegpt, table  # noqa: E402,F401
 
 __all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "input_files",
            "read_dataset", "read_records", "read_samples", "reader_names", "register_reader"]

@@ -275,3 +275,13 @@ def finish(messages: list[Message], where: Where, meta: dict | None = None) -> S
         if m.role == "assistant" and not m.has_answer:
             raise where.error("empty assistant answer", f"messages[{i}]")
     return Sample(messages=tuple(messages), id=where.id, meta=dict(meta or {}))
+
+
+def split_entry(path: Path) -> tuple[Path, str | None]:
+    """``dataset_info.json#name`` names an entry of a dataset registry file: the file and the entry's name (None for
+    a plain path, or a file whose own name holds ``#``)."""
+    text = str(path)
+    if "#" in text and not path.exists():
+        file, entry = text.split("#", 1)
+        return Path(file), entry
+    return path, None

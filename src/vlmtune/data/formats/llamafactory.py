@@ -20,21 +20,13 @@ from typing import Any
 from ..errors import DataError, RecordError
 from ..sample import Sample
 from . import register_reader
-from .common import ReadOptions, Where, build_conversation, media_root, parse_each
+from .common import ReadOptions, Where, build_conversation, media_root, parse_each, split_entry
 from .sharegpt import ShareGPTLayout, parse_sharegpt
 
 REGISTRY_NAME = "dataset_info.json"
 _HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 _ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                    "history": "history", "images": "images"}
-
-
-def split_entry(path: Path) -> tuple[Path, str | None]:
-    text = str(path)
-    if "#" in text and not path.exists():
-        file, entry = text.split("#", 1)
-        return Path(file), entry
-    return path, None
 
 
 def load_entry(path: Path) -> tuple[Path, dict]:
