@@ -134,15 +134,12 @@ def _settings(model: str | None, adapter: str | None, config: str | Path | None,
 
 def _served(name: str, adapter: str | None, path: str | None, settings, model_path: str,
             renderers: dict[tuple, Any]) -> ServedModel:
-    from ..data import Renderer
-    from ..models import family_of, load_processor
+    from ..train.prepare import renderer_for
 
     d = settings.cfg.data
     key = (d.min_pixels, d.max_pixels, d.max_length, tuple(d.image_size) if d.image_size else None)
     if key not in renderers:
-        spec = family_of(model_path)
-        renderers[key] = (Renderer(load_processor(model_path, spec, d.min_pixels, d.max_pixels), spec,
-                                   d.max_length, d.image_size), threading.Lock())
+        renderers[key] = (renderer_for(model_path, d), threading.Lock())
     renderer, lock = renderers[key]
     return ServedModel(name, adapter, renderer, d.system, settings.cfg.eval.max_new_tokens, path, lock)
 
