@@ -206,3 +206,32 @@ def test_a_wrong_lora_target_stops_training_before_data_or_weights_are_read(tmp_
     assert main(["train", config, "--dry-run", "lora.targets={vision: [q_proj]}"]) == 2
     assert _one_line(capsys, "train").startswith("lora.targets.vision ['q_proj'] name no linear layer of the vision "
                                                  "component; its linear layers are: ")
+
+
+def test_pixel_limits_on_a_tiling_family_are_one_line_naming_the_keys(tmp_path, data, tiny_dir, capsys):
+    model = tiny_dir("internvl")
+    capsys.readouterr()  # building the tiny model reports its progress
+    assert main(["data", "show", str(data), "--model", str(model), "--max-pixels", "50176"]) == 2
+    assert _one_line(capsys, "data show") == (
+        "data.min_pixels / data.max_pixels do not apply to family internvl: its processor sizes images by tiles; "
+        "leave them unset and set the image size in the checkpoint's preprocessor_config.json")
+
+
+def test_every_vlmtune_error_is_one_line_exit_2_and_other_errors_keep_their_traceback(monkeypatch, capsys):
+    from vlmtune.cli import commands
+    from vlmtune.core.errors import VlmtuneError
+
+    class ExportError(VlmtuneError):  # a layer's own error, unknown to the CLI
+        pass
+
+    def fails(error):
+        def run(args):
+            raise error
+        return run
+
+    monkeypatch.setattr(commands, "config_validate", fails(ExportError("export.format: no such format 'onnx'")))
+    assert main(["config", "validate", "c.yaml"]) == 2
+    assert _one_line(capsys, "config validate") == "export.format: no such format 'onnx'"
+    monkeypatch.setattr(commands, "config_validate", fails(ValueError("a bug")))
+    with pytest.raises(ValueError, match="^a bug$"):
+        main(["config", "validate", "c.yaml"])

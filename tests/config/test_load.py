@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
+from vlmtune.core.errors import ConfigError
 from vlmtune.demo import demo_config
 
 REPO = Path(__file__).parents[2]

@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import write_jsonl
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
 from vlmtune.config.schema import Config
+from vlmtune.core.errors import ConfigError, UnknownFamilyError
 from vlmtune.data.convert import split
 from vlmtune.data.formats import read_dataset
+from vlmtune.data.settings import read_options
 from vlmtune.models import get_family
-from vlmtune.models.registry import UnknownFamilyError
 from vlmtune.train import train
 from vlmtune.train.model import quantization_config
 from vlmtune.train.run import check_runnable
@@ -247,7 +248,7 @@ DOCUMENTED_DATA = [(name, seed.write_data) for name, seed in sorted(SEEDS.items(
 def test_recipe_reads_its_documented_data_with_its_format(name, write_data, tmp_path):
     cfg = load_config(RECIPES / f"{name}.yaml")
     for key, path in write_data(tmp_path / "data").items():
-        result = read_dataset(path, cfg.data.format, cfg.data.read_options())
+        result = read_dataset(path, cfg.data.format, read_options(cfg.data))
         assert result.samples and not result.problems, f"{key}: {[str(p) for p in result.problems[:3]]}"
 
 

@@ -10,11 +10,11 @@ from tests.conftest import conversation, write_jsonl
 from vlmtune.data import Collator, EncodedDataset, Renderer
 from vlmtune.data.cache import CachedRenderer
 from vlmtune.data.check import check_dataset
-from vlmtune.models import family_of, load_processor
+from vlmtune.models import load_processor, spec_for
 
 
 def _renderer(model_dir, max_pixels=None):
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     return Renderer(load_processor(model_dir, spec, None, max_pixels), spec)
 
 

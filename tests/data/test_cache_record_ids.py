@@ -9,7 +9,7 @@ from tests.conftest import conversation
 from vlmtune.data import Renderer
 from vlmtune.data.cache import CachedRenderer
 from vlmtune.data.check import check_dataset
-from vlmtune.models import family_of, load_processor
+from vlmtune.models import load_processor, spec_for
 
 
 def test_each_record_of_a_one_line_array_gets_its_own_cached_tensors(tmp_path, tiny_dir, images):
@@ -17,7 +17,7 @@ def test_each_record_of_a_one_line_array_gets_its_own_cached_tensors(tmp_path, t
     data.write_text(json.dumps([conversation(), conversation("green.png"), conversation("blue.png", "red.png")]))
     samples = check_dataset(data).samples
     model = tiny_dir("qwen2_5_vl")
-    spec = family_of(model)
+    spec = spec_for(model, check_split=False)
     renderer = Renderer(load_processor(model, spec), spec)
     cached = CachedRenderer(renderer, tmp_path / "cache")
     for sample in samples:

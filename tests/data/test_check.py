@@ -10,7 +10,8 @@ from PIL import Image
 
 from tests.conftest import conversation
 from vlmtune.config.schema import DataConfig
-from vlmtune.data import DataError, Renderer
+from vlmtune.core.errors import DataError
+from vlmtune.data import Renderer
 from vlmtune.data.check import TOO_LONG, check_dataset
 from vlmtune.models import get_family, load_processor
 from vlmtune.train.prepare import checked_samples

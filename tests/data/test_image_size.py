@@ -8,11 +8,12 @@ import torch
 from PIL import Image
 
 from vlmtune.cli.main import main
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
+from vlmtune.core.errors import ConfigError
+from vlmtune.core.sample import BoxPart, ImagePart, Message, Sample, TextPart
 from vlmtune.data import Renderer, read_samples
 from vlmtune.data.cache import CachedRenderer
 from vlmtune.data.render import SEQUENCE_KEYS, load_image
-from vlmtune.data.sample import BoxPart, ImagePart, Message, Sample, TextPart
 from vlmtune.models import get_family, load_processor
 
 

@@ -10,7 +10,7 @@ from vlmtune.data import IGNORE_INDEX, Collator, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
 from vlmtune.data.collate import SAMPLE_IDS, placeholder_image_features
 from vlmtune.data.render import SEQUENCE_KEYS
-from vlmtune.models import family_of, load_model, load_processor
+from vlmtune.models import load_model, load_processor, spec_for
 from vlmtune.train.trainer import causal_lm_loss
 
 pytestmark = pytest.mark.slow  # a forward and backward pass of every family, twice
@@ -26,7 +26,7 @@ def _record(text: str, answer: str, image: str | None = None) -> dict:
 def family_data(request, tiny_dir, tmp_path, images):
     """(spec, processor, text-only features [short, long], features of a sample with an image)."""
     model_dir = tiny_dir(request.param)
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     processor = load_processor(model_dir, spec)
     records = [_record("What colour is the sky?", "blue"),
                _record("Name three shapes, please.", "circle square triangle and one star"),

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import FAMILIES, write_jsonl
 from vlmtune.data import Renderer, read_samples
-from vlmtune.models import family_of, load_processor
+from vlmtune.models import load_processor, spec_for
 
 QUESTION = "What is shown in this image?"
 ANSWER = "A red square."
@@ -47,7 +47,7 @@ def _files(folder, prompt):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_placeholder_newline_renders_as_the_image_part_does(family, tiny_dir, tmp_path, images):
     model_dir = tiny_dir(family)
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     processor = load_processor(model_dir, spec)
     renderer = Renderer(processor, spec)
     for placement, (prompt, parts) in PLACEMENTS.items():

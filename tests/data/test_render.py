@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import chat_with_images, conversation, write_jsonl
-from vlmtune.data import IGNORE_INDEX, Renderer, SampleError, read_samples
+from vlmtune.core.errors import SampleError
+from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.models import get_family, load_processor
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]

@@ -3,8 +3,9 @@
 import pytest
 from PIL import Image
 
-from vlmtune.data import IGNORE_INDEX, Renderer, SampleError
-from vlmtune.data.sample import BoxPart, ImagePart, Message, PointPart, Sample, TextPart
+from vlmtune.core.errors import SampleError
+from vlmtune.core.sample import BoxPart, ImagePart, Message, PointPart, Sample, TextPart
+from vlmtune.data import IGNORE_INDEX, Renderer
 from vlmtune.models import get_family, load_processor
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]

@@ -13,11 +13,11 @@ from tests.conftest import write_jsonl
 from vlmtune.cli.main import main
 from vlmtune.config import load_config
 from vlmtune.config.schema import DataConfig
+from vlmtune.core.sample import BoxPart
 from vlmtune.data import Renderer
 from vlmtune.data.check import TOO_LONG, check_dataset, content_key
 from vlmtune.data.formats.write import sample_to_record
 from vlmtune.data.render import SEQUENCE_KEYS, load_image
-from vlmtune.data.sample import BoxPart
 from vlmtune.evaluate.run import _example
 from vlmtune.models import get_family, load_processor
 from vlmtune.train import train

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from vlmtune.cli.main import main
-from vlmtune.data.sample import BoxPart
+from vlmtune.core.sample import BoxPart
 from vlmtune.evaluate import run as eval_run
 from vlmtune.evaluate.metrics import Example, get_metric, metric_names
 from vlmtune.models import get_family

@@ -15,7 +15,8 @@ from transformers.utils import is_torchvision_available
 from tests.export.ecosystem import make_run
 from vlmtune.cli.main import main
 from vlmtune.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig
-from vlmtune.data import ImagePart, Message, Renderer, Sample, TextPart
+from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
+from vlmtune.data import Renderer
 from vlmtune.export import SETTINGS_FILE, check_vllm_compatible, export_adapter, export_merged
 from vlmtune.models import get_family, load_model, load_processor
 

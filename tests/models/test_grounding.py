@@ -9,7 +9,7 @@ import pytest
 import transformers
 from PIL import Image
 
-from vlmtune.data.sample import BoxPart, PointPart
+from vlmtune.core.sample import BoxPart, PointPart
 from vlmtune.models import get_family
 from vlmtune.models.grounding import model_image_size
 
@@ -187,8 +187,9 @@ def test_internvl_parse_reads_several_boxes_of_one_ref_and_skips_junk():
 
 
 def test_internvl_sample_with_a_box_renders_and_trains_on_the_tags(tiny_dir, tmp_path):
-    from vlmtune.data import IGNORE_INDEX, Renderer, SampleError
-    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.core.errors import SampleError
+    from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.data import IGNORE_INDEX, Renderer
     from vlmtune.models import load_processor
 
     spec = get_family("internvl")
@@ -206,8 +207,9 @@ def test_internvl_sample_with_a_box_renders_and_trains_on_the_tags(tiny_dir, tmp
 
 
 def test_internvl_referring_prompts_keep_their_tags_and_control_tokens_stay_refused(tiny_dir, tmp_path):
-    from vlmtune.data import Renderer, SampleError
-    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.core.errors import SampleError
+    from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.data import Renderer
     from vlmtune.models import load_processor
 
     spec = get_family("internvl")

@@ -8,14 +8,14 @@ from transformers import AutoModelForImageTextToText
 from tests.conftest import conversation, write_jsonl
 from vlmtune.data import Collator, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
-from vlmtune.models import family_of, load_processor
+from vlmtune.models import load_processor, spec_for
 from vlmtune.models.kernels import fast_kernels, patch_convs_as_matmuls
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava"])
 def test_patch_convolutions_as_matmuls_give_the_same_logits(family, tiny_dir, tmp_path, images):
     model_dir = tiny_dir(family)
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     processor = load_processor(model_dir, spec)
     samples = check_dataset(write_jsonl(tmp_path / "d.jsonl", [conversation()])).samples
     batch = Collator(processor.tokenizer.pad_token_id)([EncodedDataset(samples, Renderer(processor, spec))[0]])

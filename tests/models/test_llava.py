@@ -116,7 +116,7 @@ def test_llava_end_token_takes_the_place_of_the_space_after_each_answer(llava, t
 
 def test_llava_user_turn_of_only_an_image_trains_on_its_answer(llava, images):
     # "<image>\nASSISTANT:": after a newline the tokenizer writes the header without its word-start marker.
-    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
 
     spec, processor = get_family("llava"), _processor(llava, "llava")
     sample = Sample((Message("user", (ImagePart(images["red.png"]),)), Message("assistant", (TextPart("red"),))),
@@ -129,8 +129,8 @@ def test_llava_user_turn_of_only_an_image_trains_on_its_answer(llava, images):
 
 
 def test_an_answer_the_header_search_misses_is_refused_not_left_out(llava, images):
-    from vlmtune.data import SampleError
-    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.core.errors import SampleError
+    from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
 
     spec, processor = get_family("llava"), _processor(llava, "llava")
     renderer = Renderer(processor, spec)
@@ -144,8 +144,8 @@ def test_an_answer_the_header_search_misses_is_refused_not_left_out(llava, image
 
 
 def test_llava_text_that_reads_as_the_assistant_header_is_refused(llava, images):
-    from vlmtune.data import SampleError
-    from vlmtune.data.sample import ImagePart, Message, Sample, TextPart
+    from vlmtune.core.errors import SampleError
+    from vlmtune.core.sample import ImagePart, Message, Sample, TextPart
 
     spec, processor = get_family("llava"), _processor(llava, "llava")
     renderer = Renderer(processor, spec)

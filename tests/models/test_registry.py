@@ -1,7 +1,8 @@
 import jinja2
 import pytest
 
-from vlmtune.models import UnknownFamilyError, family_names, get_family
+from vlmtune.core.errors import UnknownFamilyError
+from vlmtune.models import family_names, get_family
 
 FOUNDATION_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
 

@@ -19,10 +19,11 @@ from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConf
 from tests.conftest import conversation, write_jsonl
 from vlmtune.cli.main import main
 from vlmtune.config import load_config
+from vlmtune.core.errors import UnknownFamilyError
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.data.check import check_dataset
 from vlmtune.data.render import TemplateMismatch, load_image
-from vlmtune.models import UnknownFamilyError, family_of, get_family, load_processor, spec_for
+from vlmtune.models import get_family, load_processor, spec_for
 from vlmtune.models.infer import ComponentsError, find_components, skeleton
 from vlmtune.models.processor_compat import processor_class
 from vlmtune.models.spec import FamilySpec
@@ -108,7 +109,7 @@ def test_mllama_has_no_family_but_its_components_are_found(folder):
     assert spec.language_lora_targets == ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")
     assert spec.processor_class == "MllamaProcessor" and spec.model_class == "MllamaForConditionalGeneration"
     assert spec.eos_token == "<|eot_id|>" and set(SPECIALS) <= set(spec.special_tokens)
-    assert family_of(folder) == spec
+    assert spec_for(folder, check_split=False) == spec
 
 
 def test_dry_run_prints_the_components_found_and_warns_the_family_is_unregistered(folder, tmp_path, capsys):
@@ -170,7 +171,7 @@ def test_components_from_the_config_reach_the_training_plan(folder, tmp_path, ca
 
 
 def test_per_turn_labels_are_exactly_the_answers(folder, tmp_path, images):
-    spec = family_of(folder)
+    spec = spec_for(folder, check_split=False)
     processor = load_processor(folder, spec)
     [sample] = read_samples(write_jsonl(tmp_path / "d.jsonl", [conversation()]))
     features = Renderer(processor, spec).encode(sample)
@@ -214,7 +215,7 @@ def test_a_template_whose_turns_disagree_with_the_whole_stops_the_run(folder, tm
         {"role": "user", "content": [{"type": "image", "image": "blue.png"}, {"type": "text", "text": "Colour?"}]},
         {"role": "assistant", "content": "blue"}]}
     data = write_jsonl(tmp_path / "d.jsonl", [record])
-    spec = family_of(crafted)
+    spec = spec_for(crafted, check_split=False)
     renderer = Renderer(load_processor(crafted, spec), spec)
     [sample] = read_samples(data)
     # The first differing token: the role after the shared <|begin_of_text|><|start_header_id|>.

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from tests.export.ecosystem import MAX_NEW_TOKENS, PROMPT, make_run, vlmtune_predict
-from vlmtune.data.sample import ImagePart, Message, TextPart
+from vlmtune.core.sample import ImagePart, Message, TextPart
 from vlmtune.serve.engine import Engine, RequestError
 
 

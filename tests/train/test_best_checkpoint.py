@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
+from vlmtune.core.errors import ConfigError
 from vlmtune.data.demo import make_demo_data
 from vlmtune.train import train
 from vlmtune.train.run import check_runnable

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from vlmtune.config import load_config
+from vlmtune.core.sample import Message, Sample, TextPart
 from vlmtune.data.demo import make_demo_data
 from vlmtune.data.formats import read_samples
-from vlmtune.data.sample import Message, Sample, TextPart
 from vlmtune.models import get_family, load_model
 from vlmtune.train import train
 from vlmtune.train.trainer_inputs import image_in_every_batch

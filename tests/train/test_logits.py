@@ -7,7 +7,7 @@ import torch
 from tests.conftest import FAMILIES, conversation, write_jsonl
 from vlmtune.data import Collator, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
-from vlmtune.models import family_of, load_model, load_processor
+from vlmtune.models import load_model, load_processor, spec_for
 from vlmtune.train.logits import accepts_logits_to_keep, answer_logits_only
 from vlmtune.train.trainer import causal_lm_loss
 
@@ -21,7 +21,7 @@ def test_answer_logits_only_change_no_loss_or_gradient(family, tiny_dir, tmp_pat
                                                        {"type": "text", "text": "Shape?"}]},
                           {"role": "assistant", "content": "circle"}]}
     samples = check_dataset(write_jsonl(tmp_path / "d.jsonl", [conversation(), short])).samples
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     processor = load_processor(model_dir, spec)
     dataset = EncodedDataset(samples, Renderer(processor, spec))
     batch = Collator(processor.tokenizer.pad_token_id)([dataset[0], dataset[1]])

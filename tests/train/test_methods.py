@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from vlmtune.cli.main import main
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
 from vlmtune.config.schema import FreezeConfig, LoraConfig
+from vlmtune.core.errors import ConfigError, TrainingError
 from vlmtune.data.demo import make_demo_data
 from vlmtune.models import get_family, load_model
 from vlmtune.train import apply_lora, parameter_table, prepare_full, train
 from vlmtune.train.model import quantization_config
-from vlmtune.train.run import TrainingError, check_runnable
+from vlmtune.train.run import check_runnable
 
 FAMILY = "qwen2_vl"
 

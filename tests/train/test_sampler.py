@@ -13,7 +13,7 @@ from PIL import Image
 from vlmtune.config import load_config
 from vlmtune.data import Collator, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
-from vlmtune.models import family_of, load_model, load_processor
+from vlmtune.models import load_model, load_processor, spec_for
 from vlmtune.train import train
 from vlmtune.train.sampler import LengthGroupedBatchSampler, SamplerEpoch
 
@@ -128,7 +128,7 @@ def mixed(tmp_path, tiny_dir):
 @pytest.mark.slow  # trains for a few steps
 def test_grouped_padded_batches_change_no_per_sample_loss(mixed):
     model_dir, data = mixed
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     renderer = Renderer(load_processor(model_dir, spec), spec)
     report = check_dataset(data, renderer=renderer)
     lengths = [t + v for t, v in report.lengths]
@@ -157,7 +157,7 @@ def test_the_trainer_trains_the_plan_with_a_token_budget(mixed, tmp_path):
     train(cfg)
     steps = [json.loads(line) for line in (tmp_path / "run" / "samples.rank0.jsonl").read_text().splitlines()]
     lines = [[int(i.rsplit(":", 1)[1]) - 1 for i in s["ids"]] for s in steps]
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     report = check_dataset(data, renderer=Renderer(load_processor(model_dir, spec), spec))
     sampler = LengthGroupedBatchSampler([t + v for t, v in report.lengths], max_tokens=600, seed=5)
     assert lines == sampler.plan(0) + sampler.plan(1)

@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from vlmtune.config import ConfigError, load_config
+from vlmtune.config import load_config
+from vlmtune.core.errors import ConfigError
 from vlmtune.data.demo import make_demo_data
 from vlmtune.models import get_family
 from vlmtune.train import train

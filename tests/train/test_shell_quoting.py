@@ -8,7 +8,8 @@ import shlex
 import pytest
 
 from vlmtune.config.schema import DataConfig
-from vlmtune.data import DataError, Renderer
+from vlmtune.core.errors import DataError
+from vlmtune.data import Renderer
 from vlmtune.models import get_family, load_processor
 from vlmtune.train.prepare import checked_samples
 

@@ -6,12 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
-from ..data.errors import DataError
-from ..models.registry import UnknownFamilyError
-
-# Errors caused by the user's input or data: printed as one clear message, no traceback.
-USER_ERRORS = (ConfigError, DataError, UnknownFamilyError, FileNotFoundError, FileExistsError)
+from ..core.errors import ConfigError, DataError
 
 
 def train(args: argparse.Namespace) -> int:
@@ -53,8 +48,8 @@ def train(args: argparse.Namespace) -> int:
         if is_inferred(spec):
             print(unregistered_warning(spec))
         return 0
+    from ..core.errors import TrainingError
     from ..train.interrupt import TrainingInterrupted
-    from ..train.run import TrainingError
 
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite, force=args.force)
@@ -120,9 +115,9 @@ def predict(args: argparse.Namespace) -> int:
     for image in args.image:
         if not Path(image).is_file():
             raise FileNotFoundError(f"image not found: {image}")
-    from ..data import ImagePart, Message, Sample, TextPart
+    from ..core.sample import ImagePart, Message, Sample, TextPart
+    from ..data.settings import renderer_for
     from ..evaluate import generate
-    from ..train.prepare import renderer_for
 
     parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(question)]
     # The system prompt as the data readers add it: first, to a conversation that has none.
@@ -159,11 +154,11 @@ def evaluate(args: argparse.Namespace) -> int:
     if not data:
         raise ConfigError("--data is required (no run config with a data.val)")
     from ..data.check import check_dataset
+    from ..data.settings import read_options, renderer_for
     from ..evaluate import compare
-    from ..train.prepare import renderer_for
 
     renderer = renderer_for(model_path, d)
-    report = check_dataset(data, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
+    report = check_dataset(data, d.format, read_options(d), renderer, shrink=d.on_too_long == "shrink")
     for problem in report.problems:
         print(f"skipped {problem}")
     samples = report.samples[:e.max_samples] if e.max_samples else report.samples
@@ -192,7 +187,7 @@ def export(args: argparse.Namespace) -> int:
     resolved = resolve(args, ("model", "min_pixels", "max_pixels", "image_size"), say=args.merge or not args.model)
     model_path, d = resolved.require_model(), resolved.cfg.data
     from ..export import export_adapter, export_merged
-    from ..models import family_of
+    from ..models import spec_for
 
     log = logging.getLogger("vlmtune")
     if args.dtype and not args.merge:
@@ -209,7 +204,8 @@ def export(args: argparse.Namespace) -> int:
     run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
     model = Path(model_path)
     base = args.base_model_name or (str(model.resolve()) if model.is_dir() else model_path)
-    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=family_of(model_path), **settings)
+    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=spec_for(model_path, check_split=False),
+                         **settings)
     written = "README.md" + (f", {SETTINGS_FILE}" if (out / SETTINGS_FILE).is_file() else "")
     print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, {written})")
     return 0
@@ -272,9 +268,10 @@ def data_check(args: argparse.Namespace) -> int:
 def check_report(args: argparse.Namespace):
     """The :class:`~vlmtune.data.check.CheckReport` ``vlmtune data check ARGS`` prints (the web UI shows it too)."""
     from ..data.check import check_dataset
+    from ..data.settings import read_options
 
     d, renderer = data_renderer(args, need_model=False)
-    return check_dataset(args.path, d.format, d.read_options(), renderer, shrink=d.on_too_long == "shrink")
+    return check_dataset(args.path, d.format, read_options(d), renderer, shrink=d.on_too_long == "shrink")
 
 
 def data_renderer(args: argparse.Namespace, need_model: bool):
@@ -287,37 +284,40 @@ def data_renderer(args: argparse.Namespace, need_model: bool):
     model = settings.require_model() if need_model else settings.model
     if not model:
         return d, None
-    from ..train.prepare import renderer_for
+    from ..data.settings import renderer_for
 
     return d, renderer_for(model, d)
 
 
 def data_show(args: argparse.Namespace) -> int:
+    from ..data.settings import read_options
     from ..data.show import show
 
     if args.n < 1:
         raise DataError(f"-n {args.n}: expected at least 1 sample")
     d, renderer = data_renderer(args, need_model=True)
-    print(show(args.path, d.format, d.read_options(), renderer, args.n, d.on_too_long == "shrink"))
+    print(show(args.path, d.format, read_options(d), renderer, args.n, d.on_too_long == "shrink"))
     return 0
 
 
 def data_convert(args: argparse.Namespace) -> int:
     from ..data.convert import convert
+    from ..data.settings import read_options
     from .settings import resolve
 
     d = resolve(args, READ_OPTIONS).cfg.data
-    print(convert(args.path, args.output, d.format, d.read_options()))
+    print(convert(args.path, args.output, d.format, read_options(d)))
     return 0
 
 
 def data_split(args: argparse.Namespace) -> int:
     from ..data.convert import split
+    from ..data.settings import read_options
     from .settings import resolve
 
     d = resolve(args, READ_OPTIONS).cfg.data
     out = Path(args.output_dir) if args.output_dir else Path(args.path).parent
-    print(split(args.path, out, args.val, args.seed, d.format, d.read_options()))
+    print(split(args.path, out, args.val, args.seed, d.format, read_options(d)))
     return 0
 
 

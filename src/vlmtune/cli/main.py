@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from ..evaluate.metrics import TASK_METRICS
+from ..core.errors import VlmtuneError
+from ..core.names import TASK_METRICS
 from ..quiet import quiet_progress_bars, quiet_third_party
 from ..serve.command import add_arguments as serve_arguments
 from . import commands
@@ -242,16 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         quiet_progress_bars()
     try:
         return args.run(args) or 0
+    except VlmtuneError as e:  # the user's input, data, config or model: the message says what to change
+        return _failed(args, str(e))
     except Exception as e:
-        # The user's errors, and the file system's (a full disk, a read-only folder): one line, no traceback.
-        own = isinstance(e, commands.USER_ERRORS) and not isinstance(e, OSError)  # already says what is wrong
-        message = None if own else describe_error(e, args)
-        if message is None and not isinstance(e, commands.USER_ERRORS):
+        # The file system's errors (a full disk, a read-only folder, a missing file): one line, no traceback.
+        message = describe_error(e, args)
+        if message is None and not isinstance(e, FileNotFoundError | FileExistsError):
             raise
-        name = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
-                                  getattr(args, "config_command", None))))
-        print(f"vlmtune {name}: error: {message or e}", file=sys.stderr)
-        return 2
+        return _failed(args, message or str(e))
+
+
+def _failed(args: argparse.Namespace, message: str) -> int:
+    """Print ``vlmtune COMMAND: error: MESSAGE`` and return the exit status of a user error."""
+    name = " ".join(filter(None, (args.command, getattr(args, "data_command", None),
+                              getattr(args, "config_command", None))))
+    print(f"vlmtune {name}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import Config, ConfigError, load_config
-from ..data.errors import DataError
+from ..config import Config, load_config
+from ..core.errors import ConfigError, DataError
 
 # Command option (argparse dest) -> the config key it sets. A command maps the options it has.
 OPTION_KEYS = {

@@ -1,7 +1,7 @@
 """Typed configuration loaded from YAML with dotted CLI overrides."""
 
-from .load import ConfigError, dump_config, load_config
+from .load import dump_config, load_config
 from .schema import Config, DataConfig, EvalConfig, LoraConfig, ModelConfig, TrainConfig
 
-__all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "TrainConfig",
+__all__ = ["Config", "DataConfig", "EvalConfig", "LoraConfig", "ModelConfig", "TrainConfig",
            "dump_config", "load_config"]

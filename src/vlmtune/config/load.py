@@ -9,11 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..core.errors import ConfigError
 from .schema import Config
-
-
-class ConfigError(ValueError):
-    """The config file or an override is wrong; the message lists every problem with its key."""
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import ConfigError
+from ..core.names import FORMAT_NAMES
 from .schema import Config
 
 
@@ -29,11 +31,9 @@ def run_problems(cfg: Config) -> list[str]:
 
 def format_problems(name: Any) -> list[str]:
     """``data.format`` names a registered reader (or ``auto``)."""
-    from ..data.formats import reader_names
-
-    if not isinstance(name, str) or name == "auto" or name in reader_names():
+    if not isinstance(name, str) or name == "auto" or name in FORMAT_NAMES:
         return []
-    return [f"data.format: unknown data format {name!r}; known: auto, {', '.join(reader_names())}"]
+    return [f"data.format: unknown data format {name!r}; known: auto, {', '.join(sorted(FORMAT_NAMES))}"]
 
 
 # A hub id is ``name`` or ``org/name``; anything else that is not on disk is a missing folder.
@@ -60,8 +60,6 @@ def path_problems(raw: dict) -> list[str]:
 
 def check_config(cfg: Config) -> None:
     """Raise a ConfigError listing every problem of :func:`run_problems`."""
-    from .load import ConfigError
-
     problems = run_problems(cfg)
     if len(problems) == 1:
         raise ConfigError(problems[0])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from ..evaluate.metrics import TASK_METRICS
+from ..core.names import METRIC_NAMES, TASK_METRICS
 
 
 class _Section(BaseModel):
@@ -68,13 +67,6 @@ class DataConfig(_Section):
     kept, none below min_pixels), dropping only samples that do not fit even so (text too long, images already at
     min_pixels, or a processor with fixed-size or tiled images, e.g. LLaVA). It is never truncated: a cut inside
     the image tokens breaks the model's inputs."""
-
-    def read_options(self):
-        from ..data.formats import ReadOptions
-
-        return ReadOptions(columns=self.columns, prompt=self.prompt, system=self.system,
-                           media_root=self.media_root and Path(self.media_root),
-                           allow_outside_root=self.allow_outside_root)
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> DataConfig:
@@ -211,7 +203,7 @@ class TrainConfig(_Section):
 
 
 TASKS = tuple(TASK_METRICS)
-"""eval.task values: the tasks the metric registry gives default metrics for."""
+"""eval.task values: the tasks `vlmtune.core.names.TASK_METRICS` gives default metrics for."""
 
 
 class EvalConfig(_Section):
@@ -233,11 +225,9 @@ class EvalConfig(_Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: list[str] | None) -> list[str] | None:
-        from ..evaluate.metrics import metric_names
-
-        unknown = [m for m in metrics or () if m not in metric_names()]
+        unknown = [m for m in metrics or () if m not in METRIC_NAMES]
         if unknown:
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(metric_names())}")
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRIC_NAMES))}")
         return metrics
 
     def metric_names(self) -> list[str]:

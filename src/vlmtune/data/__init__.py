@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .errors import DataError, RecordError, SampleError
 from .formats import get_reader, read_samples, reader_names, register_reader
-from .sample import ImagePart, Message, Sample, TextPart
 
 if TYPE_CHECKING:
     from .collate import Collator, EncodedDataset
@@ -25,7 +23,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "IGNORE_INDEX", "Collator", "DataError", "EncodedDataset", "ImagePart", "Message", "RecordError", "Renderer",
-    "Sample", "SampleError", "TextPart", "assistant_labels", "get_reader", "read_samples", "reader_names",
-    "register_reader",
+    "IGNORE_INDEX", "Collator", "EncodedDataset", "Renderer", "assistant_labels", "get_reader", "read_samples",
+    "reader_names", "register_reader",
 ]

@@ -23,11 +23,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from ..core.sample import Sample
 from ..files import make_readable
 from .check import content_key
 from .images import RULES as IMAGE_RULES
 from .render import Renderer
-from .sample import Sample
 
 log = logging.getLogger("vlmtune")
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError, RecordError
+from ..core.errors import DataError, RecordError
+from ..core.sample import BoxPart, PointPart, Sample
 from .formats import ReadOptions, read_dataset
 from .formats.coords import inside
 from .formats.write import sample_to_record
 from .images import frame_count, upright_size
 from .render import CannotShrink
-from .sample import BoxPart, PointPart, Sample
 
 TOO_LONG = "too_long"
 
@@ -28,7 +28,7 @@ TOO_LONG = "too_long"
 @dataclass(frozen=True)
 class Problem:
     """Why one record or sample cannot be used, and which record it is (a sample id, see
-    :attr:`~vlmtune.data.sample.Sample.id`)."""
+    :attr:`~vlmtune.core.sample.Sample.id`)."""
 
     where: str
     problem: str

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..core.sample import ImagePart, Message, Sample, TextPart
 from .render import IGNORE_INDEX, SEQUENCE_KEYS, Renderer
-from .sample import ImagePart, Message, Sample, TextPart
 
 SAMPLE_ID, SAMPLE_IDS = "sample_id", "sample_ids"
 """Keys of a sample's id in its features and of the ids in a batch; the trainer removes them before the model."""

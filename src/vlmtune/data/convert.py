@@ -10,12 +10,12 @@ import json
 import os
 from pathlib import Path
 
+from ..core.errors import DataError
+from ..core.sample import Sample
 from .check import CheckReport, check_dataset, content_key
-from .errors import DataError
 from .formats import ReadOptions, get_reader, input_files
 from .formats.gui_events import convert_gui_events
 from .formats.write import sample_to_record
-from .sample import Sample
 
 
 def convert(path: str | Path, output: str | Path, format: str = "auto", options: ReadOptions | None = None) -> str:

@@ -15,19 +15,18 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..models import grounding  # the module, not its names: it imports this package (circular at import time)
-from ..models.registry import UnknownFamilyError
+from ..core.errors import ModelError, SampleError
+from ..core.sample import BoxPart, GroundingPart, PointPart, Sample
+from ..models import grounding
 from ..models.spec import FamilySpec
-from .errors import SampleError
 from .images import image_size, load_image
-from .sample import BoxPart, GroundingPart, PointPart, Sample
 
 IGNORE_INDEX = -100
 TURN_CHECKS = 8
 """Samples on which per-turn labelling is checked while the data is measured, before any weights load."""
 
 
-class TemplateMismatch(UnknownFamilyError):
+class TemplateMismatch(ModelError):
     """Rendering a conversation turn by turn does not reproduce its full rendering: the answers cannot be found."""
 
 
@@ -74,7 +73,7 @@ class Renderer:
         With ``spec.grounding.parse(text, original_size, model_size)`` it maps predicted coordinates back to
         pixels of the original image. With :attr:`image_size` set, the processor sees that size whatever the
         original: a stretch, which the conventions' per-axis scale from original to model size stays exact for.
-        ``shown``: the image part's own :attr:`~vlmtune.data.sample.ImagePart.size` (a shrunk image), which takes
+        ``shown``: the image part's own :attr:`~vlmtune.core.sample.ImagePart.size` (a shrunk image), which takes
         precedence over :attr:`image_size` as it does when the image is processed.
         """
         limits = self.pixel_limits()

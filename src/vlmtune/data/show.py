@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import RecordError
+from ..core.sample import Sample
 from .check import Problem, check_samples
-from .errors import RecordError
 from .formats import ReadOptions, format_mismatch, get_reader
 from .render import IGNORE_INDEX, Renderer
-from .sample import Sample
+from .settings import read_options, renderer_for
 
 OPEN, CLOSE = "[[", "]]"
 LEGEND = f"trained tokens (the labels) are inside {OPEN} {CLOSE}; <token>xN is one image's N visual tokens"
@@ -131,11 +132,8 @@ def show(path: str | Path, format: str, options: ReadOptions, renderer: Renderer
 def dry_run_sample(cfg: Any, spec: Any) -> str:
     """One sample of ``data.train`` shown as :func:`show` does, for ``vlmtune train --dry-run``; one line saying
     so where the file does not exist."""
-    from ..models import load_processor
-
     data = cfg.data
     if not Path(data.train.split("#", 1)[0]).exists():
         return f"data.train {data.train} not found: no sample shown"
-    processor = load_processor(cfg.model.path, spec, data.min_pixels, data.max_pixels)
-    renderer = Renderer(processor, spec, data.max_length, data.image_size)
-    return show(data.train, data.format, data.read_options(), renderer, n=1, shrink=data.on_too_long == "shrink")
+    renderer = renderer_for(cfg.model.path, data, spec)
+    return show(data.train, data.format, read_options(data), renderer, n=1, shrink=data.on_too_long == "shrink")

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from ..core.sample import Sample
     from ..data.render import Renderer
-    from ..data.sample import Sample
 
 
 def generate(model: torch.nn.Module, renderer: Renderer, prompts: list[Sample], max_new_tokens: int = 32,

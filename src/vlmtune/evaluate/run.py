@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..data.errors import SampleError, user_id
+from ..core.errors import SampleError, user_id
+from ..core.sample import BoxPart, PointPart, Sample
 from ..data.render import Renderer, image_size
-from ..data.sample import BoxPart, PointPart, Sample
 from .generate import generate
 from .metrics import Example, get_metric
 

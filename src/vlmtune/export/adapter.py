@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..files import make_readable
-from ..models import FamilySpec, family_of
+from ..models import FamilySpec, spec_for
 from .card import model_card
 from .folders import ADAPTER_FILES, _refuse_non_empty, require_adapter
 from .settings import ImageSettings
@@ -74,5 +74,5 @@ def _family_from_folder(*candidates: str | None) -> FamilySpec | None:
     # Only local folders: a hub id would mean a network call just for a check.
     for candidate in candidates:
         if candidate and (Path(candidate) / "config.json").is_file():
-            return family_of(candidate)
+            return spec_for(candidate, check_split=False)
     return None

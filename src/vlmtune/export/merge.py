@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig
 
 from ..files import make_readable
-from ..models import family_of, load_model, load_processor, resolve_dtype
+from ..models import load_model, load_processor, resolve_dtype, spec_for
 from .folders import _refuse_non_empty, require_adapter
 from .settings import ImageSettings
 from .vllm import _tensor_names
@@ -32,7 +32,7 @@ def export_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
 
     adapter = require_adapter(adapter_dir)
     _refuse_non_empty(out_dir)
-    spec = family_of(model_dir)
+    spec = spec_for(model_dir, check_split=False)
     base = load_model(model_dir, resolve_dtype(dtype) if dtype else _checkpoint_dtype(model_dir))
     architectures = list(base.config.architectures or [])
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

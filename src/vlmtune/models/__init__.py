@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .registry import UnknownFamilyError, family_names, get_family
+from .registry import family_names, get_family
 from .spec import COMPONENTS, FamilySpec
 
 if TYPE_CHECKING:
-    from .load import family_of, load_model, load_processor, resolve_dtype, spec_for
+    from .load import load_model, load_processor, resolve_dtype, spec_for
 
 # The loaders import torch and transformers: loaded on first use, so the registry alone stays light.
-_LAZY = {"family_of", "load_model", "load_processor", "resolve_dtype", "spec_for"}
+_LAZY = {"load_model", "load_processor", "resolve_dtype", "spec_for"}
 
 
 def __getattr__(name: str):
@@ -21,7 +21,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "COMPONENTS", "FamilySpec", "UnknownFamilyError", "family_names", "family_of", "get_family", "load_model",
-    "load_processor", "resolve_dtype", "spec_for",
-]
+__all__ = ["COMPONENTS", "FamilySpec", "family_names", "get_family", "load_model", "load_processor", "resolve_dtype",
+           "spec_for"]

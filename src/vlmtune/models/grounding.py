@@ -2,7 +2,7 @@
 
 A :class:`GroundingConvention` is a syntax (Qwen2-VL's special tokens or the cookbooks' JSON) plus a coordinate
 space: either a relative ``0..grid`` grid over the image, or absolute pixels of the image *after* the
-processor's resize. Boxes and points in a :class:`~vlmtune.data.sample.Sample` are in pixels of the ORIGINAL
+processor's resize. Boxes and points in a :class:`~vlmtune.core.sample.Sample` are in pixels of the ORIGINAL
 image; the convention maps them into its space when writing and back when parsing, so it needs both sizes.
 It never opens files: callers pass the original size and the model size (:func:`model_image_size`).
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import bounded_json
-from ..data.sample import BoxPart, GroundingPart, PointPart
+from ..core.sample import BoxPart, GroundingPart, PointPart
 
 Size = tuple[int, int]
 """``(width, height)`` in pixels."""

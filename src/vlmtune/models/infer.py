@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoTokenizer, PretrainedConfig
 
-from .registry import UnknownFamilyError, family_names
+from ..core.errors import ModelError, UnknownFamilyError
+from .registry import family_names
 from .spec import COMPONENTS, FamilySpec
 
 log = logging.getLogger("vlmtune")
@@ -29,7 +30,7 @@ COMPONENTS_KEY = "model.components"
 """Run-config key that names each component's module prefixes where inference cannot."""
 
 
-class ComponentsError(UnknownFamilyError):
+class ComponentsError(ModelError):
     """A model's split into components is not certain (or ``model.components`` names what is not there); the run
     config's ``model.components`` settles it."""
 

@@ -10,28 +10,27 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from ..core.errors import ModelError, UnknownFamilyError
 from .infer import infer_spec, with_components
 from .kernels import fast_kernels
 from .locate import check_model_path, load_error
 from .processor_compat import carry_video_settings, processor_class
-from .registry import UnknownFamilyError, get_family
+from .registry import get_family
 from .spec import FamilySpec
 
 # The dtype names a config may give (model.dtype, quantization.compute_dtype), besides auto.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def family_of(model: str | Path) -> FamilySpec:
-    """Spec of the family a checkpoint belongs to, from its ``config.json`` model_type; for a model_type with no
-    registry entry, a spec read from the checkpoint itself (:mod:`vlmtune.models.infer`)."""
-    return spec_for(model, check_split=False)
-
-
 def spec_for(model: str | Path, components: Mapping[str, Sequence[str]] | None = None,
              check_split: bool = True) -> FamilySpec:
-    """:func:`family_of` for training: ``components`` (the run config's ``model.components``) replaces the module
-    prefixes of the components it names, and an unregistered model whose split into components is uncertain is
-    refused (``check_split``) rather than guessed."""
+    """The spec of a checkpoint (hub id or folder): its family's, by the ``config.json`` model_type
+    (:func:`~vlmtune.models.registry.get_family`), or for a model_type with no registry entry a spec read from the
+    checkpoint itself (:mod:`vlmtune.models.infer`). The one way from a model path to a spec.
+
+    ``components`` (the run config's ``model.components``) replaces the module prefixes of the components it
+    names. ``check_split``: refuse an unregistered model whose split into components is uncertain, rather than
+    guess it, as training must; prediction, evaluation, export and serving pass False."""
     config = model_config(model)
     try:
         spec = get_family(config.model_type)
@@ -68,9 +67,7 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
     kwargs: dict[str, Any] = {}
     if (min_pixels is not None or max_pixels is not None) and not spec.max_pixels:
         # Tiling families size images by tiles (size / max_image_size); a pixel cap would be silently ignored.
-        from ..config import ConfigError
-
-        raise ConfigError(f"data.min_pixels / data.max_pixels do not apply to family {spec.name}: its processor "
+        raise ModelError(f"data.min_pixels / data.max_pixels do not apply to family {spec.name}: its processor "
                          "sizes images by tiles; leave them unset and set the image size in the checkpoint's "
                          "preprocessor_config.json")
     if min_pixels is not None:

@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+from ..core.errors import ModelError
+
 KEY = "model.path"
 """The config key every command's model resolves to (``--model`` overrides it)."""
 
@@ -15,7 +17,7 @@ KEY = "model.path"
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-class ModelPathError(FileNotFoundError):
+class ModelPathError(ModelError, FileNotFoundError):
     """``model.path`` names no checkpoint this machine can read."""
 
 

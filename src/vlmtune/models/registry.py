@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib
 
+from ..core.errors import UnknownFamilyError
 from .spec import FamilySpec
 
 _BY_MODEL_TYPE: dict[str, FamilySpec] = {}
-
-
-class UnknownFamilyError(ValueError):
-    """No registered family handles a model_type."""
 
 
 def register_family(spec: FamilySpec) -> FamilySpec:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # imported for the annotation only: grounding imports vlmtune.data, which imports this module
-    from .grounding import GroundingConvention
+from .grounding import GroundingConvention
 
 # Components of a vision-language model, in the order a parameter table lists them.
 COMPONENTS = ("vision", "projector", "language", "lm_head")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..core.errors import ConfigError
 from ..models import resolve_dtype
 from ..models.kernels import fast_kernels
 from ..train.model import build_model

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorForSeq2Seq
 
+from ..core.sample import Sample
 from ..data.render import SEQUENCE_KEYS, Renderer
-from ..data.sample import Sample
 
 _TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 

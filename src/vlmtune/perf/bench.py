@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, Trainer, set_seed
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..core.errors import ConfigError
 from ..data import Collator, EncodedDataset
 from ..data.cache import CachedRenderer
 from ..models import resolve_dtype

@@ -33,10 +33,12 @@ from typing import Any
 
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..core.errors import ConfigError
+from ..core.sample import ImagePart, Message, Sample, TextPart
 from ..data import Renderer
 from ..data.check import check_dataset
-from ..data.sample import ImagePart, Message, Sample, TextPart
+from ..data.settings import read_options
 from ..models import resolve_dtype
 from ..train.lora import parameter_table
 from ..train.prepare import prepare
@@ -114,7 +116,7 @@ def _data_lengths(cfg: Config, renderer: Renderer, data: str | None, result: dic
     if not Path(path).exists():
         result["data"] = None
         return None
-    report = check_dataset(path, cfg.data.format, cfg.data.read_options(), renderer,
+    report = check_dataset(path, cfg.data.format, read_options(cfg.data), renderer,
                            shrink=cfg.data.on_too_long == "shrink")
     result["data"] = {"file": str(path), "samples": len(report.samples), "unusable": len(report.problems),
                       "images_per_sample": report.images / max(1, len(report.samples)),

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
 
 # Architectures (config.json "architectures") of the families vlmtune knows that vLLM's model list implements, with
 # LoRA on the language model. vLLM is not run here; a family missing from this set is served by transformers.

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted (or replace this process with ``vllm serve``)."""
-    from ..config import ConfigError
+    from ..core.errors import ConfigError
 
     if args.max_batch_size < 1:
         raise ConfigError(f"--max-batch-size: expected at least 1, got {args.max_batch_size}")
@@ -85,10 +85,10 @@ def vllm_plan(plan: Plan) -> VllmPlan:
     from transformers import AutoConfig
 
     from ..export import check_vllm_compatible
-    from ..models import family_of
+    from ..models import spec_for
 
     base = plan.settings[plan.base_name].cfg
-    spec = family_of(plan.model_path)
+    spec = spec_for(plan.model_path, check_split=False)
     problems = {name: found for name, path in plan.adapters.items() if (found := check_vllm_compatible(path, spec))}
     found: dict[str, list[str]] = {}
     for name, settings in plan.settings.items():

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.errors import SampleError
-from ..data.sample import Message, Sample, TextPart
+from ..core.errors import SampleError
+from ..core.sample import Message, Sample, TextPart
 from .loading import Plan, ServedModel, load_served, plan_served
 from .worker import Completion, Job, Sampling, Worker
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger("vlmtune")
 
@@ -134,7 +134,7 @@ def _settings(model: str | None, adapter: str | None, config: str | Path | None,
 
 def _served(name: str, adapter: str | None, path: str | None, settings, model_path: str,
             renderers: dict[tuple, Any]) -> ServedModel:
-    from ..train.prepare import renderer_for
+    from ..data.settings import renderer_for
 
     d = settings.cfg.data
     key = (d.min_pixels, d.max_pixels, d.max_length, tuple(d.image_size) if d.image_size else None)

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from PIL import Image, UnidentifiedImageError
 
-from ..data.sample import ImagePart, Message, TextPart
+from ..core.sample import ImagePart, Message, TextPart
 from .engine import Completion, RequestError
 
 # OpenAI's limit on stop sequences.

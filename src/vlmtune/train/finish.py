@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..data import Renderer, Sample
+from ..core.sample import Sample
+from ..data import Renderer
 from ..evaluate import compare
 from ..evaluate.report import loss_curve_png
 from ..files import make_readable

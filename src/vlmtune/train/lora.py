@@ -67,7 +67,7 @@ def check_targets(cfg: Any, spec: FamilySpec | None = None) -> None:
     made on the model's module tree on the meta device (its config alone), before any data or weight is read."""
     if cfg.train.method not in LORA_METHODS:
         return
-    from ..config import ConfigError
+    from ..core.errors import ConfigError
     from ..models import spec_for
     from ..models.infer import skeleton
     from ..models.load import model_config

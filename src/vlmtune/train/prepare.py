@@ -1,6 +1,7 @@
 """What a run starts from, before any weights load: the family spec, the processor, the Renderer and the checked
 data, with the rules that drop a record or stop the run. ``vlmtune train``, ``bench`` and ``estimate`` share
-:func:`prepare`; the data and prediction commands share :func:`renderer_for`."""
+:func:`prepare`; its Renderer comes from :func:`vlmtune.data.settings.renderer_for`, as the data, evaluation and
+prediction commands build theirs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import Any
 
 from ..config import Config
 from ..config.schema import DataConfig
-from ..data import DataError, Renderer, Sample
+from ..core.errors import DataError
+from ..core.sample import Sample
+from ..data import Renderer
 from ..data.check import TOO_LONG, CheckReport, check_dataset
+from ..data.settings import read_options, renderer_for
 from ..evaluate.run import check_references
-from ..models import FamilySpec, family_of, load_processor, spec_for
+from ..models import FamilySpec, spec_for
 
 log = logging.getLogger("vlmtune")
 
@@ -57,14 +61,6 @@ def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> Prepared
     return prepared
 
 
-def renderer_for(model: str, data: DataConfig, spec: FamilySpec | None = None) -> Renderer:
-    """The Renderer of ``model`` under the data settings ``data`` (pixel limits, ``max_length``, image size), over
-    the checkpoint's own processor. ``spec``: the model's family (default: read from its config.json)."""
-    spec = spec or family_of(model)
-    processor = load_processor(model, spec, data.min_pixels, data.max_pixels)
-    return Renderer(processor, spec, data.max_length, data.image_size)
-
-
 def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -> list[Sample]:
     """The usable samples of a data file, after the checks of ``vlmtune data check``.
 
@@ -77,7 +73,7 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
 def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) -> CheckReport:
     """:func:`checked_samples` with the whole check report: ``report.lengths`` holds the (text, visual) token
     counts of each usable sample, in the order of ``report.samples``."""
-    report = check_dataset(path, data.format, data.read_options(), renderer, shrink=data.on_too_long == "shrink")
+    report = check_dataset(path, data.format, read_options(data), renderer, shrink=data.on_too_long == "shrink")
     if report.shrunk:
         log.info("%s: %s", key, report.shrunk_line().replace("max_length", "data.max_length", 1))
     too_long = [p for p in report.problems if p.kind == TOO_LONG]

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..core.errors import ConfigError
 
 log = logging.getLogger("vlmtune")
 

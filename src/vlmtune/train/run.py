@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from ..config import Config, ConfigError
+from ..config import Config
 from ..config.rules import check_config
+from ..core.errors import ConfigError, TrainingError
 from .arguments import training_arguments
 from .checkpoints import checkpoints
 from .finish import RunResult, finish, weights_dir
@@ -101,10 +102,6 @@ def check_runnable(cfg: Config) -> None:
                           "Use train.method=lora here.")
     check_config(cfg)
     check_targets(cfg)  # a wrong lora.targets name stops the run before any data or weight is read
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. the loss is no longer finite); the message says why and what was kept."""
 
 
 def _interrupted(run_dir: Path, step: int, stop: StopOnInterrupt) -> TrainingInterrupted:

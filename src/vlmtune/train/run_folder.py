@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger("vlmtune")
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from ..config import ConfigError
+from ..core.errors import ConfigError
 from ..data.collate import SAMPLE_IDS
 from .logits import accepts_logits_to_keep, answer_logits_only
 from .sampler import LengthGroupedBatchSampler, SamplerEpoch, grouped_dataloader

@@ -14,7 +14,8 @@ import torch
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
 from ..config import Config
-from ..data import Collator, EncodedDataset, Renderer, Sample
+from ..core.sample import Sample
+from ..data import Collator, EncodedDataset, Renderer
 from ..data.cache import CachedRenderer
 from ..data.check import CheckReport
 from ..data.collate import placeholder_image_features

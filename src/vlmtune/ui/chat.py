@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..data.sample import ImagePart, Message, TextPart
+from ..core.sample import ImagePart, Message, TextPart
 
 
 def ask_messages(image: str | None, question: str) -> list[Message]:

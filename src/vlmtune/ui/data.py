@@ -10,7 +10,9 @@ import gradio as gr
 
 from ..cli import commands
 from ..cli.main import build_parser
+from ..core.errors import VlmtuneError
 from ..data.formats import reader_names
+from ..data.settings import read_options
 from ..data.show import CLOSE, LEGEND, OPEN, first_samples
 
 TRAINED = "trained"
@@ -55,12 +57,12 @@ def check(path: str, config: str, model: str, format: str, overrides: str, n: in
         if report.samples:
             d, renderer = commands.data_renderer(args, need_model=False)
             if renderer is not None:
-                shown, _ = first_samples(args.path, d.format, d.read_options(), renderer, int(n),
+                shown, _ = first_samples(args.path, d.format, read_options(d), renderer, int(n),
                                          d.on_too_long == "shrink")
                 samples = [(f"{s.id}: {s.text_tokens} text + {s.visual_tokens} visual tokens, "
                             f"{s.trained_tokens} trained", spans(s.text)) for s in shown]
                 note = LEGEND
-    except (*commands.USER_ERRORS, _ArgumentError) as e:
+    except (VlmtuneError, FileNotFoundError, FileExistsError, _ArgumentError) as e:
         return f"error: {e}", [], [], ""
     rows = [[p.where, p.field or "", p.problem, p.kind] for p in report.problems]
     return report.summary(), rows, samples, note

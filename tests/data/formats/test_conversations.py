@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_jsonl
-from vlmtune.data import DataError, RecordError
+from vlmtune.core.errors import DataError, RecordError
+from vlmtune.core.sample import BoxPart, TextPart
 from vlmtune.data.check import check_dataset
 from vlmtune.data.formats import ReadOptions, get_reader, read_dataset, read_samples
-from vlmtune.data.sample import BoxPart, TextPart
 
 REAL = (Path(__file__).parents[3].parent / "shared" / "fixtures" / "real").resolve()
 

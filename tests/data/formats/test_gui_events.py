@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_jsonl
+from vlmtune.core.sample import BoxPart, ImagePart, Message, PointPart, TextPart
 from vlmtune.data.formats import ReadOptions, get_reader, read_dataset, read_samples
 from vlmtune.data.formats.gui_events import GuiEventsReader, convert_gui_events
-from vlmtune.data.sample import BoxPart, ImagePart, Message, PointPart, TextPart
 
 
 @pytest.fixture

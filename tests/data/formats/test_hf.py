@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from tests.conftest import write_jsonl
-from vlmtune.data import DataError, get_reader, read_samples
+from vlmtune.core.errors import DataError
+from vlmtune.data import get_reader, read_samples
 from vlmtune.data.formats import ReadOptions, read_dataset
 
 datasets = pytest.importorskip("datasets")

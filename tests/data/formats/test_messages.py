@@ -1,10 +1,10 @@
 import pytest
 
 from tests.conftest import conversation, write_jsonl
-from vlmtune.data import ImagePart, RecordError, TextPart, get_reader, read_samples
-from vlmtune.data.errors import DataError
+from vlmtune.core.errors import DataError, RecordError
+from vlmtune.core.sample import BoxPart, ImagePart, PointPart, TextPart
+from vlmtune.data import get_reader, read_samples
 from vlmtune.data.formats import ReadOptions
-from vlmtune.data.sample import BoxPart, PointPart
 
 
 def test_reads_multi_turn_multi_image_with_paths_relative_to_the_file(tmp_path, images):

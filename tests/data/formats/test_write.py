@@ -3,9 +3,9 @@ import json
 from PIL import Image
 
 from tests.conftest import write_jsonl
+from vlmtune.core.sample import BoxPart, ImagePart, Message, PointPart, Sample, TextPart
 from vlmtune.data.formats import ReadOptions, read_samples
 from vlmtune.data.formats.write import sample_to_record
-from vlmtune.data.sample import BoxPart, ImagePart, Message, PointPart, Sample, TextPart
 
 
 def _images(folder, *names):

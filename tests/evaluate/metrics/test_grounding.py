@@ -1,6 +1,6 @@
 import pytest
 
-from vlmtune.data.sample import BoxPart, PointPart
+from vlmtune.core.sample import BoxPart, PointPart
 from vlmtune.evaluate.metrics import Example, get_metric
 from vlmtune.evaluate.metrics.grounding import box_iou, click_hit, sample_iou
 

@@ -1,8 +1,9 @@
-"""Dataset readers: each turns one file format into canonical :class:`~vlmtune.data.sample.Sample` objects.
+"""Dataset readers: each turns one file format into canonical :class:`~vlmtune.core.sample.Sample` objects.
 
 A reader is a small class with a ``name``, a ``detect(path, first_record)`` test and a
 ``read(path, options)`` generator that yields a Sample or a RecordError per record, so one bad record
-never hides the others. Register it with :func:`register_reader` and ``format: auto`` finds it.
+never hides the others. Register it with :func:`register_reader` and ``format: auto`` finds it; its name must be
+listed in ``vlmtune.core.names.FORMAT_NAMES``, which the config checks ``data.format`` against.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import DataError, RecordError
-from ..sample import Sample
+from ...core.errors import DataError, RecordError
+from ...core.names import FORMAT_NAMES, require_name
+from ...core.sample import Sample
 from .common import ReadOptions, first_json_records, split_entry
 
 
@@ -29,6 +31,7 @@ _READERS: dict[str, Reader] = {}
 
 
 def register_reader(reader: Reader) -> Reader:
+    require_name(reader.name, FORMAT_NAMES, "data format")
     _READERS[reader.name] = reader
     return reader
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import RecordError, record_name, user_id
-from ..sample import ROLES, ImagePart, Message, Part, Sample, TextPart
+from ...core.errors import RecordError, record_name, user_id
+from ...core.sample import ROLES, ImagePart, Message, Part, Sample, TextPart
 
 IMAGE_PLACEHOLDER = "<image>"
 _OTHER_MEDIA = ("<video>", "<audio>")

@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from ..sample import BoxPart, PointPart
+from ...core.sample import BoxPart, PointPart
 from .common import Where
 
 _SIZES = {"box": 4, "point": 2}

@@ -36,9 +36,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import RecordError
+from ...core.errors import RecordError
+from ...core.sample import ImagePart, Message, Part, Sample, TextPart
 from ..images import image_size, load_image
-from ..sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, json_records, media_root, record_where
 from .coords import grounding_part

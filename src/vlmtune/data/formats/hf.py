@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...core.errors import DataError, RecordError, user_id
+from ...core.sample import ImagePart, Sample
 from ...files import make_readable
-from ..errors import DataError, RecordError, user_id
-from ..sample import ImagePart, Sample
 from . import register_reader
 from .common import ReadOptions, Where, media_root
 from .table import build_sample, resolve_columns

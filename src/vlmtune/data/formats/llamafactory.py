@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RecordError
-from ..sample import Sample
+from ...core.errors import DataError, RecordError
+from ...core.sample import Sample
 from . import register_reader
 from .common import ReadOptions, Where, build_conversation, media_root, parse_each, split_entry
 from .sharegpt import ShareGPTLayout, parse_sharegpt

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecordError
-from ..sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
+from ...core.errors import RecordError
+from ...core.sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, parse_each
 from .coords import grounding_part

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecordError
-from ..sample import Sample
+from ...core.errors import RecordError
+from ...core.sample import Sample
 from . import register_reader
 from .common import IMAGE_PLACEHOLDER, ReadOptions, Where, parse_each
 from .sharegpt import ShareGPTLayout, parse_sharegpt

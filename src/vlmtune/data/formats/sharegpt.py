@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecordError
-from ..sample import ImagePart, Message, Part, Sample, TextPart
+from ...core.errors import RecordError
+from ...core.sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, build_conversation, parse_each
 from .coords import grounding_part

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, RecordError, user_id
-from ..sample import ImagePart, Message, Part, Sample, TextPart
+from ...core.errors import DataError, RecordError, user_id
+from ...core.sample import ImagePart, Message, Part, Sample, TextPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, media_root
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..sample import BoxPart, ImagePart, Part, PointPart, Sample, TextPart
+from ...core.sample import BoxPart, ImagePart, Part, PointPart, Sample, TextPart
 
 
 def sample_to_record(sample: Sample, relative_to: str | Path) -> dict[str, Any]:

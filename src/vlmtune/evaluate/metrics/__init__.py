@@ -1,7 +1,7 @@
 """Task metrics. Each is a pure function of a list of :class:`Example` objects, registered by name.
 
 A metric returns the corpus score and, where the metric defines one, each sample's score (for the report's
-biggest wins and losses). ``TASK_METRICS`` gives each task type its default metrics.
+biggest wins and losses). ``vlmtune.core.names.TASK_METRICS`` gives each task type its default metrics.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ...data.sample import BoxPart, PointPart
+from ...core.names import METRIC_NAMES, require_name
+from ...core.sample import BoxPart, PointPart
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ _METRICS: dict[str, Metric] = {}
 
 
 def register_metric(metric: Metric) -> Metric:
+    require_name(metric.name, METRIC_NAMES, "metric")
     _METRICS[metric.name] = metric
     return metric
 
@@ -74,18 +76,7 @@ def mean_of(scores: Sequence[float | None]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "vqa": ("exact_match", "vqa_accuracy"),
-    "chart_qa": ("relaxed_accuracy", "exact_match"),
-    "doc_vqa": ("anls", "exact_match"),
-    "extraction": ("field_f1", "tree_accuracy", "exact_match"),
-    "grounding": ("iou", "accuracy_at_iou_0.5", "click_accuracy", "exact_match"),
-    "caption": ("bleu4", "rouge_l", "cider"),
-}
-"""Default metrics of each task type (``eval.task`` in the config). Grounding sets often mix answers with boxes
-and text answers (GUI data): the grounding metrics score the first, exact match the second."""
-
 from . import caption, grounding, json_fields, text  # noqa: E402,F401  (register the metrics)
 
-__all__ = ["TASK_METRICS", "Example", "Metric", "MetricResult", "get_metric", "mean_of", "metric_names",
+__all__ = ["Example", "Metric", "MetricResult", "get_metric", "mean_of", "metric_names",
            "register_metric"]

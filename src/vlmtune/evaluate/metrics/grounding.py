@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...data.sample import BoxPart, PointPart
+from ...core.sample import BoxPart, PointPart
 from . import Example, Metric, MetricResult, mean_of, register_metric
 
 

@@ -75,7 +75,7 @@ class Sample:
     id: str
     """Which record the sample came from, unique within its file: ``train.jsonl:12``, ``train.json[3] (line 1)``,
     ``train.parquet[17]``, with the record's own ``id`` where it has one (see
-    :func:`~vlmtune.data.errors.record_name`). Every error about the sample quotes it."""
+    :func:`~vlmtune.core.errors.record_name`). Every error about the sample quotes it."""
     meta: dict = field(default_factory=dict, compare=False)
 
     @property
