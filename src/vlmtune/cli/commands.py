@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError, TrainingError
 
 
 def train(args: argparse.Namespace) -> int:
@@ -48,7 +48,6 @@ def train(args: argparse.Namespace) -> int:
         if is_inferred(spec):
             print(unregistered_warning(spec))
         return 0
-    from ..core.errors import TrainingError
     from ..train.interrupt import TrainingInterrupted
 
     try:

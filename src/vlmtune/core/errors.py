@@ -64,7 +64,8 @@ class UnknownFamilyError(ModelError):
 
 
 class TrainingError(VlmtuneError, RuntimeError):
-    """The run cannot go on (e.g. the loss is no longer finite); the message says why and what was kept."""
+    """The run cannot go on (e.g. the loss is no longer finite); the message says why and what was kept.
+    ``vlmtune train`` reports it as ``vlmtune train: <message>`` with exit status 1: the run had started."""
 
 
 def user_id(record: Any) -> str | int | None:

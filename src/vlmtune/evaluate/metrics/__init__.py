@@ -78,5 +78,4 @@ def mean_of(scores: Sequence[float | None]) -> float:
 
 from . import caption, grounding, json_fields, text  # noqa: E402,F401  (register the metrics)
 
-__all__ = ["Example", "Metric", "MetricResult", "get_metric", "mean_of", "metric_names",
-           "register_metric"]
+__all__ = ["Example", "Metric", "MetricResult", "get_metric", "mean_of", "metric_names", "register_metric"]
