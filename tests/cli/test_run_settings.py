@@ -156,11 +156,18 @@ def _train_tiny(tiny_dir, tmp_path, max_new_tokens: int, n_val: int, **train) ->
     return tmp_path / "run"
 
 
-def test_dora_run_names_its_adapter_in_the_eval_output(tiny_dir, tmp_path):
-    _train_tiny(tiny_dir, tmp_path, max_new_tokens=2, n_val=2, method="dora", max_steps=1)
-    adapter = str(tmp_path / "run" / "adapter")
-    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["adapter"] == adapter
-    assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+def test_a_dora_runs_held_out_evaluation_is_the_tuned_adapters(tiny_dir, tmp_path):
+    """The run's own evaluation names RUN/adapter and its tuned answers are the adapter's: the base's differ, and
+    `vlmtune eval --adapter RUN/adapter` gives the same answers."""
+    run_dir = _train_tiny(tiny_dir, tmp_path, max_new_tokens=4, n_val=4, method="dora", max_steps=4, lr=2e-3)
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+    in_run = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert in_run["adapter"] == str(run_dir / "adapter") and in_run["n"] == 4
+    rows = _rows(run_dir / "eval" / "predictions.jsonl")
+    assert any(r["base"] != r["tuned"] for r in rows)
+    assert main(["eval", "--adapter", str(run_dir / "adapter"), "-o", str(tmp_path / "out"), "--no-progress",
+                 "--no-compare-base"]) == 0
+    assert [r["tuned"] for r in _rows(tmp_path / "out" / "predictions.jsonl")] == [r["tuned"] for r in rows]
 
 
 def test_eval_of_a_full_fine_tune_compares_with_the_checkpoint_the_run_started_from(tiny_dir, tmp_path):

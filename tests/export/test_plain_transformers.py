@@ -57,7 +57,7 @@ RUN_PIXELS = {"min_pixels": 28 * 28 * 16, "max_pixels": 28 * 28 * 64}
 def test_merged_export_of_a_run_loads_with_plain_transformers_at_the_training_resolution(family, tiny_dir, tmp_path,
                                                                                         shape_image, capsys):
     base = tiny_dir(family)
-    pixels = RUN_PIXELS if get_family(family).max_pixels else {}  # InternVL sizes images by tiles
+    pixels = RUN_PIXELS if get_family(family).resizes_within_pixel_range else {}  # InternVL sizes images by tiles
     run = make_run(base, family, tmp_path / "run", **pixels)
     out = tmp_path / "merged"
     assert main(["export", "--model", str(base), "--adapter", str(run / "adapter"), "-o", str(out), "--merge",

@@ -57,7 +57,7 @@ def build_tiny_mllama(out: Path, template: str = TEMPLATE) -> Path:
     tokenizer_spec = FamilySpec(
         name="mllama", model_class="MllamaForConditionalGeneration", processor_class="MllamaProcessor",
         chat_template="", template_source="", special_tokens=SPECIALS, eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>", assistant_header="", turn_end="<|eot_id|>", components={},
+        pad_token="<|finetune_right_pad_id|>", assistant_header=None, turn_end="<|eot_id|>", components={},
         language_lora_targets=(), tiny_tokenizer={"bos_token": "<|begin_of_text|>", "add_bos_token": True})
     tokenizer = train_tokenizer(tokenizer_spec)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}

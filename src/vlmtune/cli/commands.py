@@ -33,9 +33,9 @@ def train(args: argparse.Namespace) -> int:
 
         spec = spec_for(cfg.model.path, cfg.model.components)
         method, note = cfg.train.method, ""
-        if cfg.train.method == "qlora" and not torch.cuda.is_available():
+        if method.quantized and not torch.cuda.is_available():
             # Same modules, same trainable counts: only the frozen weights' storage differs.
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": "lora"})})
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": method.unquantized})})
             note = " (no CUDA here: counted without 4-bit quantisation, which changes no trainable count)"
         check_targets(cfg, spec)
         model = build_model(cfg, spec)

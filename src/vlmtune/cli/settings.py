@@ -52,8 +52,8 @@ class Settings:
     def full_run_base(self) -> str | None:
         """For the weights of a full fine-tune (``--model RUN/model``), the checkpoint the run started from: its
         evaluation compares against that base."""
-        full = self.source is not None and self.cfg.train.method == "full"
-        return self.run_model if full and self.run_model and self.run_model != self.model else None
+        separate = self.source is not None and self.cfg.train.method.separate_base
+        return self.run_model if separate and self.run_model and self.run_model != self.model else None
 
     def require_model(self) -> str:
         if not self.model:

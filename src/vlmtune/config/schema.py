@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ..core.names import METRIC_NAMES, TASK_METRICS
+from .method import Method
 
 
 class _Section(BaseModel):
@@ -129,7 +130,7 @@ class FreezeConfig(_Section):
 
 class TrainConfig(_Section):
     output_dir: str = "runs/run"
-    method: Literal["lora", "dora", "qlora", "full"] = "lora"
+    method: Method = Method.LORA
     """lora / dora (weight-decomposed LoRA) / qlora (LoRA over 4-bit weights, CUDA only): adapters on
     lora.targets; full: every weight of the components not frozen (see freeze) trains."""
     epochs: float = Field(default=1.0, gt=0)

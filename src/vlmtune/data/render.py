@@ -95,7 +95,7 @@ class Renderer:
         max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None)
         patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
         factor = patch * merge if patch and merge else self.spec.image_factor
-        if min_pixels is None or max_pixels is None or not factor:
+        if min_pixels is None or max_pixels is None or factor is None:
             return None
         return factor, min_pixels, max_pixels
 
@@ -103,7 +103,7 @@ class Renderer:
         """Writes a box or point of ``sample`` in the family's syntax, for :meth:`Sample.to_chat`."""
         convention, parts = self.spec.grounding, sample.image_parts
         paths = [p.path for p in parts]
-        if convention is None:
+        if not self.spec.has_grounding:
             raise SampleError(sample.id, f"has boxes or points, but family {self.spec.name} has no grounding syntax")
 
         def ground(part: GroundingPart) -> str:
@@ -134,7 +134,7 @@ class Renderer:
                 f"{len(input_ids)} tokens ({n_image} of them visual) exceed data.max_length={self.max_length}; "
                 "truncating would cut the answer or the image tokens. Raise data.max_length or lower "
                 "data.max_pixels."))
-        if self.spec.assistant_header:
+        if self.spec.assistant_header is not None:
             features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
             self._check_answer_count(sample, input_ids)
         else:
@@ -172,7 +172,7 @@ class Renderer:
         for part, size in zip(sample.image_parts, image_sizes, strict=True):
             self._refuse_aspect_ratio(sample, part.path, size)
         text = self.text(sample)
-        if not self.spec.assistant_header and self._turns_checked < TURN_CHECKS:
+        if self.spec.assistant_header is None and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
             self._turns_checked += 1
             self._turn_labels(sample, self._process(sample, text)["input_ids"])
@@ -315,7 +315,7 @@ class Renderer:
     def _refuse_aspect_ratio(self, sample: Sample, path, size: grounding.Size) -> None:
         # The family's image processor raises on such an image (Qwen-VL: over 200:1) deep in a batch: name it here.
         limit, (width, height) = self.spec.max_aspect_ratio, size
-        if limit and max(width, height) > limit * min(width, height):
+        if limit is not None and max(width, height) > limit * min(width, height):
             raise SampleError(sample.id, (
                 f"image {path} is {width}x{height} pixels, an aspect ratio of "
                 f"{max(width, height) / max(1, min(width, height)):.0f}:1; {self.spec.name}'s image processor takes "
@@ -341,7 +341,7 @@ class Renderer:
                         "remove it from the text")
         # A plain-text header (LLaVA-1.5's "ASSISTANT:") typed in a prompt would open an answer there: the rest of
         # the prompt and the real header would be trained on as the answer.
-        header = self.spec.assistant_header.strip()
+        header = (self.spec.assistant_header or "").strip()  # None: no header known to look for
         if header and role != "assistant" and header in text:
             return (f"({role}) contains {header!r}, the assistant header of this model's chat format: its answer "
                     "would start there; reword it")
@@ -368,7 +368,7 @@ def _end_answers(chat: list[dict], turn_end: str) -> None:
             texts[-1]["text"] += turn_end
 
 
-def header_tokenizations(tokenizer: Any, header: str) -> list[list[int]]:
+def header_tokenizations(tokenizer: Any, header: str | None) -> list[list[int]]:
     """The token ids ``header`` can take in a rendered conversation: on its own, and after a newline, where
     SentencePiece tokenizers drop the word-start marker (LLaVA-1.5: "▁A SS..." after a space, "A SS..." after the
     "<image>\n" of a user turn that is only an image)."""

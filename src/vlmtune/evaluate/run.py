@@ -144,7 +144,7 @@ def check_references(renderer: Renderer, samples: list[Sample], metrics: list[st
 def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:
     others = sample.meta.get("other_answers") or []
     references = (reference, *(a for a in others if isinstance(a, str)))
-    if not ref_grounding or renderer.spec.grounding is None:
+    if not ref_grounding or not renderer.spec.has_grounding:
         return Example(prediction, references)
     part = sample.image_parts[ref_grounding[0].image]
     size = image_size(part.path)

@@ -67,7 +67,7 @@ def infer_spec(model_dir: str | Path, config: PretrainedConfig, components: Mapp
         name=config.model_type, model_class=type(model).__name__,
         processor_class=_processor_class_name(model_dir, config.model_type), chat_template="",
         template_source=f"the chat template of {model_dir}", special_tokens=tuple(dict.fromkeys(specials)),
-        eos_token=eos, pad_token=tokenizer.pad_token or eos, assistant_header="", turn_end=eos,
+        eos_token=eos, pad_token=tokenizer.pad_token or eos, assistant_header=None, turn_end=eos,
         components=found, language_lora_targets=(), tokenizer_class=type(tokenizer).__name__,
         source=f"inferred from {model_dir} (no registered family)")
     linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()

@@ -65,7 +65,7 @@ def load_processor(model: str | Path, spec: FamilySpec, min_pixels: int | None =
                    max_pixels: int | None = None) -> Any:
     """Load the checkpoint's processor, with the image pixel limits overridden where given."""
     kwargs: dict[str, Any] = {}
-    if (min_pixels is not None or max_pixels is not None) and not spec.max_pixels:
+    if (min_pixels is not None or max_pixels is not None) and not spec.resizes_within_pixel_range:
         # Tiling families size images by tiles (size / max_image_size); a pixel cap would be silently ignored.
         raise ModelError(f"data.min_pixels / data.max_pixels do not apply to family {spec.name}: its processor "
                          "sizes images by tiles; leave them unset and set the image size in the checkpoint's "

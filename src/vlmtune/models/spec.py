@@ -46,23 +46,26 @@ class FamilySpec:
     "<|im_end|>" would end the turn), except ``text_tokens``."""
     eos_token: str
     pad_token: str
-    assistant_header: str
-    """Text that opens every assistant turn in the rendered conversation."""
+    assistant_header: str | None
+    """Text that opens every assistant turn in the rendered conversation; None where it is not known (a family
+    inferred from a checkpoint), and the answers are then found by rendering the chat template turn by turn."""
     turn_end: str
     """Special token that closes a turn; trained on at the end of each assistant answer."""
     components: Mapping[str, tuple[str, ...]]
     """Component name -> module-path prefixes in the loaded model (the longest matching prefix wins)."""
     language_lora_targets: tuple[str, ...]
-    """Leaf names of the language model's linear layers that LoRA targets by default."""
-    image_factor: int = 0
+    """Leaf names of the language model's linear layers: the layers ``lora.targets: all-linear`` (the default)
+    adapts there. Training resolves its targets from the loaded model's own modules; this list says the same
+    without a model, for the vLLM check of an exported adapter (``export.vllm``)."""
+    image_factor: int | None = None
     """Pixels per visual token side (patch size x spatial merge) where images are resized to multiples of it
-    (Qwen-VL); 0 for families with fixed-size or tiled images."""
-    min_pixels: int = 0
-    max_pixels: int = 0
-    """Pixel limits of the published checkpoints' processors (0: the family has none)."""
-    max_aspect_ratio: float = 0
+    (Qwen-VL); None for families with fixed-size or tiled images (see :attr:`resizes_within_pixel_range`)."""
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    """Pixel limits of the published checkpoints' processors; None where the family resizes to no pixel range."""
+    max_aspect_ratio: float | None = None
     """Longest over shortest image side the family's image processor accepts (Qwen-VL's ``smart_resize`` raises
-    over 200); such images are refused with their sample. 0: no limit."""
+    over 200); such images are refused with their sample. None: no limit."""
     image_processor_class: str = ""
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     video_processor_class: str = ""
@@ -115,6 +118,27 @@ class FamilySpec:
     and its own training have it, so the model learns to stop. None: the template writes ``turn_end`` itself."""
     source: str = ""
     """Model card the facts above were taken from."""
+
+    def __post_init__(self) -> None:
+        pixel_range = (self.image_factor, self.min_pixels, self.max_pixels)
+        if any(v is None for v in pixel_range) and any(v is not None for v in pixel_range):
+            raise ValueError(f"family {self.name}: image_factor, min_pixels and max_pixels are given together "
+                             f"or not at all (got {pixel_range})")
+        if self.assistant_header == "":
+            raise ValueError(f"family {self.name}: assistant_header '' would match everywhere; None where it is "
+                             "not known")
+
+    @property
+    def resizes_within_pixel_range(self) -> bool:
+        """Whether the processor resizes each image to a multiple of :attr:`image_factor` within a pixel range
+        (Qwen-VL): ``data.min_pixels`` / ``data.max_pixels`` apply and a smaller image gets fewer visual tokens.
+        False where images are shown at a fixed size or in tiles (LLaVA, Idefics3, Gemma 3, InternVL)."""
+        return self.image_factor is not None
+
+    @property
+    def has_grounding(self) -> bool:
+        """Whether the family writes boxes and points in a syntax of its own (:attr:`grounding`)."""
+        return self.grounding is not None
 
     def read_chat_template(self) -> str:
         return resources.files("vlmtune.models").joinpath("chat_templates", self.chat_template).read_text()

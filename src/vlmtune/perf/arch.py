@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from ..config import Config
+from ..config import Config, Method
 from ..core.errors import ConfigError
 from ..models import resolve_dtype
 from ..models.kernels import fast_kernels
@@ -40,7 +40,7 @@ def architecture_config(model_path: str, architecture: str | None = None):
     return config
 
 
-def meta_model(cfg: Config, spec, config, dtype: torch.dtype, method: str) -> torch.nn.Module:
+def meta_model(cfg: Config, spec, config, dtype: torch.dtype, method: Method) -> torch.nn.Module:
     """The model as ``method`` trains it, on the meta device: shapes and counts only, no memory, no weights."""
     with torch.device("meta"):
         base = AutoModelForImageTextToText.from_config(config, dtype=dtype)

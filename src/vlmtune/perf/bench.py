@@ -51,7 +51,7 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
     architecture replaces it (the processor still comes from ``cfg.model.path``).
     """
     check_runnable(cfg)
-    if random_init and cfg.train.method == "qlora":
+    if random_init and cfg.train.method.quantized:
         raise ConfigError("--random-init builds unquantised weights; benchmark QLoRA from a checkpoint")
     data = prepare(cfg, splits=("train",))
     report = data.train
@@ -93,7 +93,7 @@ def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ou
     set_seed(cfg.train.seed)  # the same initial weights (random init) and adapter init on both sides
     if random_init:
         model = random_model(cfg, spec, random_init, kernels=ours)
-    elif ours or cfg.train.method == "qlora":
+    elif ours or cfg.train.method.quantized:
         model = build_model(cfg, spec)
     else:  # the recipe loads with plain from_pretrained: none of vlmtune's kernel choices
         plain = AutoModelForImageTextToText.from_pretrained(cfg.model.path, dtype=resolve_dtype(cfg.model.dtype))

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config
+from ..config import Config, Method
 from ..core.errors import ConfigError
 from ..core.sample import ImagePart, Message, Sample, TextPart
 from ..data import Renderer
@@ -48,7 +48,7 @@ from .flops import matmul_weights, step_tokens, train_flops
 from .gpus import Gpu, find_gpu, gpu_names
 
 TYPICAL_SIZES = ((224, 224), (448, 448), (640, 480), (1024, 768), (1280, 720), (1920, 1080))
-MFU = {"full": 0.40, "lora": 0.35, "qlora": 0.20}
+MFU = {Method.FULL: 0.40, Method.LORA: 0.35, Method.DORA: 0.35, Method.QLORA: 0.20}
 """Assumed model-FLOPs utilisation: bf16 training of a 7B model with FlashAttention commonly reaches 35-45 % of an
 H100's dense peak; LoRA's small adapter matmuls run less efficiently, and QLoRA dequantises every 4-bit weight on
 each use. Assumptions, not measurements: ``--mfu`` replaces them."""
@@ -82,16 +82,16 @@ def estimate(cfg: Config, data: str | None = None, gpu_name: str = "H100", mfu: 
     result["batch"] = batches
     result["model_shape"] = shape
     methods: dict[str, Any] = {}
-    for method in ("full", "dora" if cfg.train.method == "dora" else "lora", "qlora"):
-        model = meta_model(cfg, spec, config, dtype, "lora" if method == "qlora" else method)
+    for method in (Method.FULL, Method.DORA if cfg.train.method.dora else Method.LORA, Method.QLORA):
+        # Counted on unquantised meta weights: 4-bit storage changes no shape, _memory prices it.
+        model = meta_model(cfg, spec, config, dtype, method.unquantized)
         table = parameter_table(model, spec)
         weights = matmul_weights(model, spec)
         memory = _memory(method, model, spec, shape, batches, dtype, cfg)
         tokens = step_tokens(batches["mean_tokens"], batches["mean_visual"], shape["patches_per_visual_token"])
         flops = train_flops(weights, tokens, cfg.train.gradient_checkpointing) * cfg.train.grad_accum
-        key = "qlora" if method == "qlora" else "full" if method == "full" else "lora"
-        used_mfu = mfu if mfu is not None else MFU[key]
-        methods[method] = {
+        used_mfu = mfu if mfu is not None else MFU[method]
+        methods[method.value] = {
             "parameters": {c: {"trainable": t, "total": n} for c, (t, n) in table.items()},
             "trainable": sum(t for t, _ in table.values()), "total": sum(n for _, n in table.values()),
             "memory_gib": {k: v / GIB for k, v in memory.items()},
@@ -161,13 +161,13 @@ def _shape(config) -> dict[str, Any]:
             "vision_hidden": getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 0)}
 
 
-def _memory(method: str, model, spec, shape: dict, batches: dict, dtype: torch.dtype, cfg: Config
+def _memory(method: Method, model, spec, shape: dict, batches: dict, dtype: torch.dtype, cfg: Config
             ) -> dict[str, float]:
     tokens = batches["max_padded_tokens"]
     b = torch.finfo(dtype).bits / 8
     moments = 2 if "8bit" in cfg.train.optimizer else 2 * b
     quantised = set()
-    if method == "qlora":  # bitsandbytes replaces the frozen Linear layers of the language model
+    if method.quantized:  # bitsandbytes replaces the frozen Linear layers of the language model
         quantised = {id(m.weight) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                      and "lora_" not in name and spec.component_of(name.removeprefix("base_model.model.")
                                                                    .replace(".base_layer", "")) == "language"}

@@ -33,7 +33,7 @@ class RunResult:
 
 def weights_dir(cfg: Config, run_dir: Path) -> Path:
     """Where the run saves what it trained: ``RUN/model`` (full fine-tuning) or ``RUN/adapter``."""
-    return run_dir / ("model" if cfg.train.method == "full" else "adapter")
+    return cfg.train.method.weights_dir(run_dir)
 
 
 def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output, run_dir: Path) -> RunResult:
@@ -57,7 +57,7 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
         if evaluated else {}
     if not args.should_save:
         return RunResult(run_dir=run_dir, weights_dir=saved, metrics={})
-    if cfg.train.method == "full":
+    if not cfg.train.method.trains_adapter:  # a whole checkpoint loads alone: its processor goes with it
         data.processor.save_pretrained(saved)
     write_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     metrics = {"train_loss": output.training_loss, "steps": output.global_step,
@@ -89,7 +89,7 @@ def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, sample
     e = cfg.eval
     samples = samples[:e.max_samples] if e.max_samples else samples
     base = None
-    if e.compare_base and cfg.train.method == "full":  # no adapter to switch off: load the checkpoint again
+    if e.compare_base and cfg.train.method.separate_base:  # no adapter to switch off: load the checkpoint again
         with zero3_init_off():
             base = load_model(cfg.model.path, resolve_dtype(cfg.model.dtype)).to(next(model.parameters()).device)
     comparison = compare(model, renderer, samples, e.metric_names(), base, e.compare_base, e.max_new_tokens,
@@ -101,8 +101,8 @@ def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, sample
             values[f"base_val_{name}"] = sides["base"]
     if not write:
         return values
+    adapter = cfg.train.method.adapter_dir(run_dir)
     out = comparison.write(run_dir / "eval", loss_log=run_dir / "metrics.jsonl", task=e.task,
-                           model=cfg.model.path, adapter=str(run_dir / "adapter") if cfg.train.method != "full"
-                           else None)
+                           model=cfg.model.path, adapter=str(adapter) if adapter else None)
     log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
     return values

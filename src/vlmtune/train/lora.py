@@ -14,10 +14,9 @@ from typing import Any
 import peft
 from torch import nn
 
+from ..config.method import Method
 from ..config.schema import FreezeConfig, LoraConfig
 from ..models.spec import COMPONENTS, FamilySpec
-
-LORA_METHODS = ("lora", "dora", "qlora")
 
 
 def component_linear_modules(model: nn.Module, spec: FamilySpec, component: str,
@@ -41,11 +40,11 @@ def language_lora_modules(model: nn.Module, spec: FamilySpec, targets: str | Seq
     return component_linear_modules(model, spec, "language", targets)
 
 
-def training_plan(model: nn.Module, spec: FamilySpec, method: str = "lora", lora: LoraConfig | None = None,
-                  freeze: FreezeConfig | None = None) -> dict[str, str | list[str]]:
+def training_plan(model: nn.Module, spec: FamilySpec, method: Method | str = Method.LORA,
+                  lora: LoraConfig | None = None, freeze: FreezeConfig | None = None) -> dict[str, str | list[str]]:
     """Component -> "frozen", "full" (its own weights train) or the module paths that get adapters."""
     lora, freeze = lora or LoraConfig(), freeze or FreezeConfig()
-    if method == "full":
+    if not Method(method).trains_adapter:
         frozen = {"vision": freeze.vision, "projector": bool(freeze.projector), "language": freeze.language,
                   "lm_head": freeze.language}
         return {c: "frozen" if frozen[c] else "full" for c in COMPONENTS}
@@ -65,7 +64,7 @@ def training_plan(model: nn.Module, spec: FamilySpec, method: str = "lora", lora
 def check_targets(cfg: Any, spec: FamilySpec | None = None) -> None:
     """Raise ConfigError where ``lora.targets`` names a layer the model does not have, or selects none: the plan is
     made on the model's module tree on the meta device (its config alone), before any data or weight is read."""
-    if cfg.train.method not in LORA_METHODS:
+    if not cfg.train.method.trains_adapter:
         return
     from ..core.errors import ConfigError
     from ..models import spec_for
@@ -79,7 +78,7 @@ def check_targets(cfg: Any, spec: FamilySpec | None = None) -> None:
         raise ConfigError(str(e)) from None
 
 
-def apply_lora(model: nn.Module, spec: FamilySpec, lora: LoraConfig, method: str = "lora",
+def apply_lora(model: nn.Module, spec: FamilySpec, lora: LoraConfig, method: Method | str = Method.LORA,
                freeze: FreezeConfig | None = None) -> peft.PeftModel:
     """Wrap ``model`` with adapters where the plan puts them; components planned "full" train whole (saved with
     the adapter, PEFT's ``modules_to_save``), everything else stays frozen."""
@@ -87,14 +86,14 @@ def apply_lora(model: nn.Module, spec: FamilySpec, lora: LoraConfig, method: str
     modules = [m for targets in plan.values() if isinstance(targets, list) for m in targets]
     whole = [prefix for c, targets in plan.items() if targets == "full" for prefix in spec.components[c]]
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=modules,
-                             modules_to_save=whole or None, use_dora=method == "dora", use_rslora=lora.rslora,
+                             modules_to_save=whole or None, use_dora=Method(method).dora, use_rslora=lora.rslora,
                              task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)
 
 
 def prepare_full(model: nn.Module, spec: FamilySpec, freeze: FreezeConfig | None = None) -> nn.Module:
     """Full fine-tuning: every weight of a component not frozen trains (default: all but the vision tower)."""
-    plan = training_plan(model, spec, "full", freeze=freeze)
+    plan = training_plan(model, spec, Method.FULL, freeze=freeze)
     for name, param in model.named_parameters():
         param.requires_grad = plan.get(spec.component_of(name) or "", "frozen") == "full"
     return model

@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from ..config import Config
+from ..config import Config, Method
 from ..models import FamilySpec, load_model, resolve_dtype, spec_for
 from ..models.load import DTYPES
 from .lora import apply_lora, format_table, parameter_table, prepare_full
@@ -24,7 +24,7 @@ def training_model(cfg: Config, spec: FamilySpec, world_size: int) -> torch.nn.M
     so no process holds the whole model. Not for full fine-tuning: transformers 5.24 saves a model loaded that way
     under other weight names (model.model.layers...), which would not load.
     """
-    with zero3_init_off() if cfg.train.method == "full" else contextlib.nullcontext():
+    with zero3_init_off() if not cfg.train.method.trains_adapter else contextlib.nullcontext():
         model = build_model(cfg, spec)
     if any(hasattr(p, "ds_numel") for p in model.parameters()):
         log.info("weights partitioned over the %d processes as they loaded (ZeRO-3)", world_size)
@@ -39,10 +39,10 @@ def build_model(cfg: Config, spec: FamilySpec | None = None, base: torch.nn.Modu
     ``base``: an already built model to prepare instead of loading ``cfg.model.path`` (random-init benchmarks).
     """
     spec = spec or spec_for(cfg.model.path, cfg.model.components)
-    method = cfg.train.method
-    quantization = quantization_config(cfg, spec) if method == "qlora" else None
+    method = Method(cfg.train.method)  # a config copied with model_copy(update=...) is not validated again
+    quantization = quantization_config(cfg, spec) if method.quantized else None
     model = base if base is not None else load_model(cfg.model.path, resolve_dtype(cfg.model.dtype), quantization)
-    if method == "full":
+    if not method.trains_adapter:
         return prepare_full(model, spec, cfg.freeze)
     if quantization is not None:
         from peft import prepare_model_for_kbit_training

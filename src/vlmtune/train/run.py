@@ -97,9 +97,9 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
 def check_runnable(cfg: Config) -> None:
     """Refuse, before anything loads, what this machine or this config cannot do."""
     t = cfg.train
-    if t.method == "qlora" and not torch.cuda.is_available():
-        raise ConfigError("train.method=qlora needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
-                          "Use train.method=lora here.")
+    if t.method.quantized and not torch.cuda.is_available():
+        raise ConfigError(f"train.method={t.method} needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has "
+                          f"none. Use train.method={t.method.unquantized} here.")
     check_config(cfg)
     check_targets(cfg)  # a wrong lora.targets name stops the run before any data or weight is read
 
