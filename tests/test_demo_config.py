@@ -18,9 +18,7 @@ def test_the_repository_config_is_the_file_the_package_ships():
     shipped = REPO / "src" / "vlmtune" / "demo.yaml"
     assert (REPO / "configs" / "demo.yaml").resolve() == shipped.resolve()
     assert load_config(shipped) == demo_config(".")
-
-
-def test_the_demo_config_follows_the_yaml_under_its_root():
+    # Under another root, with overrides, as `vlmtune demo` runs it.
     cfg = demo_config("/runs/here", ["train.lr=1e-3"])
     assert (cfg.model.path, cfg.data.train, cfg.data.val, cfg.train.output_dir) == (
         "/runs/here/demo/base/model", "/runs/here/demo/data/train.jsonl", "/runs/here/demo/data/val.jsonl",
@@ -38,6 +36,7 @@ def test_an_installed_wheel_reads_the_demo_config(tmp_path):
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True)
     installed = tmp_path / "site"
     with zipfile.ZipFile(next((tmp_path / "dist").glob("vlmtune-*.whl"))) as wheel:
+        assert "vlmtune/demo.yaml" in wheel.namelist()
         wheel.extractall(installed)
     # Run where no repository is: the installed package alone must carry the config.
     code = "from vlmtune.demo import demo_config; cfg = demo_config('r'); print(cfg.model.path, cfg.train.lr)"
