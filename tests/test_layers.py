@@ -24,7 +24,6 @@ FORBIDDEN = {
 """Layers and what each may not import; besides these, only ``cli`` imports ``cli``."""
 
 KNOWN_CLI_IMPORTS = {
-    "vlmtune.serve.loading -> vlmtune.cli.commands",
     "vlmtune.serve.loading -> vlmtune.cli.settings",
     "vlmtune.ui.data -> vlmtune.cli.commands",
     "vlmtune.ui.data -> vlmtune.cli.main",

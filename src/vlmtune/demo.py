@@ -5,15 +5,19 @@
 3. Make a sensible base: a short full-parameter warm-up on the training questions with *shuffled* answers,
    so the base answers in the task's vocabulary but cannot have learnt what the images show (held-out
    accuracy near chance). A random-init model would otherwise score 0 for not speaking the vocabulary.
-4. LoRA fine-tune that base on the real answers (``configs/demo.yaml``); the run's evaluation scores base
-   (adapter off) and tuned on the held-out split and writes ``demo/run/eval/report.html``.
+4. LoRA fine-tune that base on the real answers (``demo.yaml`` beside this module, which the repository's
+   ``configs/demo.yaml`` links to); the run's evaluation scores base (adapter off) and tuned on the held-out split
+   and writes ``demo/run/eval/report.html``.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from .config import Config, load_config
 from .data.demo import COLOURS, SHAPES, make_demo_data
@@ -22,20 +26,15 @@ from .models.tiny import build_tiny
 from .train import train
 
 FAMILY = "qwen2_5_vl"
-# What `configs/demo.yaml` holds (a test keeps the two equal), relative to the demo folder.
-DEMO_CONFIG = {
-    "model": {"path": "demo/base/model"},
-    "data": {"train": "demo/data/train.jsonl", "val": "demo/data/val.jsonl", "cache_in_memory": True},
-    "lora": {"r": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    "train": {"output_dir": "demo/run", "epochs": 10, "batch_size": 8, "lr": 2e-3, "warmup_steps": 10,
-              "scheduler": "cosine", "logging_steps": 75, "seed": 0},
-    "eval": {"max_new_tokens": 8, "metrics": ["exact_match"]},
-}
+CONFIG_FILE = "demo.yaml"
+"""The LoRA stage's config, shipped in the package (so an installed vlmtune runs the demo too); its paths are
+relative to the folder the demo runs in."""
 WARMUP = {"epochs": 2, "lr": 1e-3, "batch_size": 8}
 
 
 def demo_config(root: str | Path = ".", overrides: list[str] = ()) -> Config:
-    cfg = json.loads(json.dumps(DEMO_CONFIG))
+    """The config of the demo's LoRA stage run under ``root``, with dotted ``overrides``."""
+    cfg = yaml.safe_load(resources.files("vlmtune").joinpath(CONFIG_FILE).read_text())
     for section, key in (("model", "path"), ("data", "train"), ("data", "val"), ("train", "output_dir")):
         cfg[section][key] = str(Path(root) / cfg[section][key])
     return load_config(None, list(overrides), base=cfg)

@@ -100,7 +100,7 @@ def test_a_full_disk_reported_by_a_library_writer(tmp_path, data, tiny_dir, adap
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
                               '"No space left on device" })')
 
-    monkeypatch.setattr("vlmtune.export.export_adapter", full)
+    monkeypatch.setattr("vlmtune.export.command.export_adapter", full)
     out = tmp_path / "export"
     assert main(["export", "--model", str(tiny_dir("qwen2_vl")), "--adapter", str(adapter), "-o", str(out)]) == 2
     assert _one_line(capsys, "export").startswith(f"no space left on {out} (the disk is full)")

@@ -76,12 +76,12 @@ def test_predict_answers_as_the_runs_evaluation_did(run, capsys):
 
 def test_eval_loads_the_weights_in_the_runs_dtype(run, tmp_path, monkeypatch):
     """eval holds the weights in the run's model.dtype (its old load was always fp32), unless an override says."""
-    from vlmtune.cli import commands
+    from vlmtune.evaluate import command
 
     run_dir, val = run
     trained_in = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["dtype"]
-    loaded, load = [], commands.load_for_inference
-    monkeypatch.setattr(commands, "load_for_inference", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
+    loaded, load = [], command.load_for_inference
+    monkeypatch.setattr(command, "load_for_inference", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
     for dtype, out in ((None, "same"), ("fp32", "fp32")):
         overrides = [f"model.dtype={dtype}"] if dtype else []
         assert main(["eval", "--adapter", str(run_dir / "adapter"), "--data", str(val), "-o", str(tmp_path / out),

@@ -22,7 +22,8 @@ from vlmtune.config import load_config
 from vlmtune.core.errors import UnknownFamilyError
 from vlmtune.data import IGNORE_INDEX, Renderer, read_samples
 from vlmtune.data.check import check_dataset
-from vlmtune.data.render import TemplateMismatch, load_image
+from vlmtune.data.images import load_image
+from vlmtune.data.labels import TemplateMismatch
 from vlmtune.models import get_family, load_processor, spec_for
 from vlmtune.models.infer import ComponentsError, find_components, skeleton
 from vlmtune.models.processor_compat import processor_class

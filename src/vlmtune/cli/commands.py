@@ -21,34 +21,14 @@ def train(args: argparse.Namespace) -> int:
         from ..quiet import quiet_progress_bars
 
         quiet_progress_bars()
-    from ..train import build_model
-    from ..train import train as run_training
-    from ..train.lora import check_targets, format_table, parameter_table
-
     if args.dry_run:
-        import torch
+        from ..train.dry_run import dry_run_report
 
-        from ..models import spec_for
-        from ..models.infer import is_inferred, unregistered_warning
-
-        spec = spec_for(cfg.model.path, cfg.model.components)
-        method, note = cfg.train.method, ""
-        if method.quantized and not torch.cuda.is_available():
-            # Same modules, same trainable counts: only the frozen weights' storage differs.
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"method": method.unquantized})})
-            note = " (no CUDA here: counted without 4-bit quantisation, which changes no trainable count)"
-        check_targets(cfg, spec)
-        model = build_model(cfg, spec)
-        shown = spec.components if is_inferred(spec) or cfg.model.components else None
-        print(f"{cfg.model.path} (family {spec.name}), method {method}{note}\n"
-              + format_table(parameter_table(model, spec), shown))
-        from ..data.show import dry_run_sample
-
-        print(dry_run_sample(cfg, spec))
-        if is_inferred(spec):
-            print(unregistered_warning(spec))
+        print(dry_run_report(cfg))
         return 0
-    from ..train.interrupt import TrainingInterrupted
+    from ..train import train as run_training
+    from ..train.finish import leave_process_group
+    from ..train.interrupt import TrainingInterrupted, interrupted_message
 
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite, force=args.force)
@@ -61,39 +41,12 @@ def train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # outside the training steps (data check, model load, final save): no traceback
         print("vlmtune train: interrupted; the run did not finish", file=sys.stderr)
         return 130
-    _leave_process_group()
+    leave_process_group()
     if not result.metrics:  # a data-parallel worker (RANK > 0): the main process reports the run
         return 0
     # The run has logged the final metrics once already ("final metrics: ..."): where they are is what is left.
     print(f"{result.weights_dir.name}: {result.weights_dir}\nmetrics: {result.run_dir / 'metrics.json'}")
     return 0
-
-
-def interrupted_message(e, config: str, overrides: list[str]) -> str:
-    """What a Ctrl-C left and the command that resumes it (the user's own config and overrides)."""
-    import shlex
-
-    command = "vlmtune train " + shlex.join([config, *overrides]) + " --resume"
-    if e.checkpoint is not None and e.checkpoint.name == f"checkpoint-{e.step}":
-        return f"vlmtune train: interrupted at step {e.step}; checkpoint saved: {e.checkpoint}\nresume with: {command}"
-    if e.checkpoint is not None:
-        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step; the newest checkpoint is "
-                f"{e.checkpoint}\nresume from it with: {command}")
-    if e.saves:
-        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step, before the first checkpoint; "
-                "nothing was saved")
-    return (f"vlmtune train: interrupted at step {e.step}; nothing was saved (train.save_steps is not set). Set "
-            "train.save_steps=N to write a checkpoint every N steps and on Ctrl-C, which --resume continues from")
-
-
-def _leave_process_group() -> None:
-    """End a data-parallel run together: every process waits for the others (the main one may still be writing
-    files) and closes the process group, instead of one exiting while its communication threads still run."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 PREDICT_OPTIONS = ("model", "system", "min_pixels", "max_pixels", "image_size", "max_new_tokens")
@@ -107,40 +60,14 @@ def predict(args: argparse.Namespace) -> int:
     from .settings import resolve
 
     settings = resolve(args, PREDICT_OPTIONS)
-    model_path, d = settings.require_model(), settings.cfg.data
-    question = args.prompt or d.prompt
+    model_path = settings.require_model()
+    question = args.prompt or settings.cfg.data.prompt
     if not question:
         raise ConfigError("--prompt is required (the run config has no data.prompt)")
-    for image in args.image:
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"image not found: {image}")
-    from ..core.sample import ImagePart, Message, Sample, TextPart
-    from ..data.settings import renderer_for
-    from ..evaluate import generate
+    from ..evaluate.predict import predict as answer
 
-    parts = [ImagePart(Path(p).resolve()) for p in args.image] + [TextPart(question)]
-    # The system prompt as the data readers add it: first, to a conversation that has none.
-    system = (Message("system", (TextPart(d.system),)),) if d.system else ()
-    prompt = Sample(messages=(*system, Message("user", tuple(parts))), id="<prompt>")
-    renderer = renderer_for(model_path, d)
-    renderer.encode_prompt(prompt)  # an image the processor cannot take is refused before the weights load
-    model = load_for_inference(model_path, settings.cfg.model.dtype, args.adapter)
-    print(generate(model, renderer, [prompt], settings.cfg.eval.max_new_tokens, progress=False)[0])
+    print(answer(model_path, settings.cfg, args.image, question, args.adapter))
     return 0
-
-
-def load_for_inference(model_path: str, dtype: str, adapter: str | None = None):
-    """The model (with ``adapter``) as a run holds it: ``model.dtype`` resolved as training resolves it, on the
-    GPU where there is one."""
-    from ..models import load_model, resolve_dtype
-    from ..models.load import inference_device_map
-
-    model = load_model(model_path, resolve_dtype(dtype), device_map=inference_device_map())
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    return model
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -148,65 +75,31 @@ def evaluate(args: argparse.Namespace) -> int:
 
     settings = resolve(args, EVAL_OPTIONS)
     cfg, model_path = settings.cfg, settings.require_model()
-    d, e = cfg.data, cfg.eval
-    data = args.data or (d.val if settings.source else None)
+    data = args.data or (cfg.data.val if settings.source else None)
     if not data:
         raise ConfigError("--data is required (no run config with a data.val)")
-    from ..data.check import check_dataset
-    from ..data.settings import read_options, renderer_for
-    from ..evaluate import compare
+    from ..evaluate.command import evaluate_file
 
-    renderer = renderer_for(model_path, d)
-    report = check_dataset(data, d.format, read_options(d), renderer, shrink=d.on_too_long == "shrink")
-    for problem in report.problems:
-        print(f"skipped {problem}")
-    samples = report.samples[:e.max_samples] if e.max_samples else report.samples
-    if not samples:
-        raise DataError(f"{data}: no usable sample to evaluate")
-    model = load_for_inference(model_path, cfg.model.dtype, args.adapter)
-    base_path = args.base_model or (settings.full_run_base() if e.compare_base else None)
-    base = load_for_inference(base_path, cfg.model.dtype) if base_path else None
-    result = compare(model, renderer, samples, e.metric_names(), base, e.compare_base or base is not None,
-                     e.max_new_tokens, e.batch_size, not args.no_progress)
-    out = result.write(args.output_dir, Path(args.loss_log) if args.loss_log else None, task=e.task,
-                       model=model_path, adapter=args.adapter)
+    base_path = args.base_model or (settings.full_run_base() if cfg.eval.compare_base else None)
+    result, out = evaluate_file(cfg, model_path, data, args.output_dir, args.adapter, base_path, args.loss_log,
+                                progress=not args.no_progress, skipped=lambda problem: print(f"skipped {problem}"))
     print(result.summary())
     print(f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'report.html'}")
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    import logging
-
-    from ..export import SETTINGS_FILE, require_adapter
+    from ..export import require_adapter
     from .settings import resolve
 
     adapter = require_adapter(args.adapter)  # before any model is read
     # The run config names the base when --model is not given, and the image settings the run trained with.
     resolved = resolve(args, ("model", "min_pixels", "max_pixels", "image_size"), say=args.merge or not args.model)
     model_path, d = resolved.require_model(), resolved.cfg.data
-    from ..export import export_adapter, export_merged
-    from ..models import spec_for
+    from ..export.command import export_run
 
-    log = logging.getLogger("vlmtune")
-    if args.dtype and not args.merge:
-        log.warning("export: --dtype applies to --merge only; ignored")
-    if args.base_model_name and args.merge:
-        log.warning("export: --base-model-name applies to the adapter export only; ignored with --merge")
-    settings = {"min_pixels": d.min_pixels, "max_pixels": d.max_pixels, "image_size": d.image_size}
-    if args.merge:
-        # The merged folder's processor shows images as the run trained on them.
-        out = export_merged(model_path, adapter, args.output, args.dtype, **settings)
-        print(f"merged model written to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
-        return 0
-    # A run directory written by `vlmtune train` holds the adapter next to config.yaml and metrics.json.
-    run_dir = adapter.parent if (adapter.parent / "config.yaml").is_file() else None
-    model = Path(model_path)
-    base = args.base_model_name or (str(model.resolve()) if model.is_dir() else model_path)
-    out = export_adapter(adapter, args.output, run_dir, base_model=base, spec=spec_for(model_path, check_split=False),
-                         **settings)
-    written = "README.md" + (f", {SETTINGS_FILE}" if (out / SETTINGS_FILE).is_file() else "")
-    print(f"adapter written to {out} (adapter_config.json, adapter_model.safetensors, {written})")
+    print(export_run(model_path, adapter, args.output, args.merge, args.dtype, args.base_model_name,
+                     d.min_pixels, d.max_pixels, d.image_size))
     return 0
 
 

@@ -9,11 +9,12 @@ from .formats import get_reader, read_samples, reader_names, register_reader
 
 if TYPE_CHECKING:
     from .collate import Collator, EncodedDataset
-    from .render import IGNORE_INDEX, Renderer, assistant_labels
+    from .labels import IGNORE_INDEX, assistant_labels
+    from .render import Renderer
 
 # Names backed by torch load on first use, so reading a config or checking a data file does not import torch.
-_LAZY = {"Collator": ".collate", "EncodedDataset": ".collate", "IGNORE_INDEX": ".render", "Renderer": ".render",
-         "assistant_labels": ".render"}
+_LAZY = {"Collator": ".collate", "EncodedDataset": ".collate", "IGNORE_INDEX": ".labels", "Renderer": ".render",
+         "assistant_labels": ".labels"}
 
 
 def __getattr__(name: str):

@@ -12,15 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from ..core.errors import DataError, RecordError
-from ..core.sample import BoxPart, PointPart, Sample
+from ..core.sample import Sample
 from .formats import ReadOptions, read_dataset
-from .formats.coords import inside
 from .formats.write import sample_to_record
-from .images import frame_count, upright_size
-from .render import CannotShrink
+from .image_check import MULTI_FRAME, image_problem
+from .shrink import CannotShrink
 
 TOO_LONG = "too_long"
 
@@ -142,40 +139,6 @@ def _stats(values: list[int]) -> dict[str, float]:
             "mean": statistics.fmean(ordered)}
 
 
-class ImageProblem(ValueError):
-    pass
-
-
-MULTI_FRAME = "image '{}' has {} frames (an animation or several pages); only the first is used"
-
-
-def inspect_image(path: Path) -> tuple[tuple[int, int], int]:
-    """``((width, height), frames)`` of an image after checking it decodes; ImageProblem says why it does not.
-
-    The size is the upright image's (EXIF orientation applied), as training and boxes see it."""
-    try:
-        if path.stat().st_size == 0:
-            raise ImageProblem("empty image file (0 bytes)")
-        with Image.open(path) as im:
-            width, height = im.size
-            if width * height > Image.MAX_IMAGE_PIXELS:
-                raise ImageProblem(f"image is {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS} pixel "
-                                   "safety limit for decoding; downscale it first")
-            if width == 0 or height == 0:
-                raise ImageProblem(f"image has no pixels ({width}x{height})")
-            size, frames = upright_size(im), frame_count(im)  # before draft mode changes im.size
-            # JPEG draft mode decodes at 1/8 scale: truncated files still fail, at a fraction of the cost.
-            im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            im.load()
-    except ImageProblem:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageProblem(f"image is over the pixel safety limit for decoding ({e}); downscale it first") from None
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ImageProblem(f"cannot decode image: {e}") from None
-    return size, frames
-
-
 def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False,
                   warnings: list[Problem] | None = None
                   ) -> tuple[list[Sample], list[Problem], list[tuple[int, int]], list[tuple[str, float]]]:
@@ -189,7 +152,7 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
     frames: dict[Path, int] = {}
     good, problems, lengths, shrunk = [], [], [], []
     for sample in samples:
-        problem = _image_problem(sample, sizes, frames)
+        problem = image_problem(sample, sizes, frames)
         if problem:
             problems.append(Problem(sample.id, *problem))
             continue
@@ -231,29 +194,6 @@ def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
     old = [p.size or renderer.image_size or sizes[p.path] for p in before.image_parts]
     largest = max(range(len(old)), key=lambda i: max(old[i]))
     return max(after.image_parts[largest].size) / max(old[largest])
-
-
-def _image_problem(sample: Sample, sizes: dict, frames: dict) -> tuple[str, str | None] | None:
-    """Why the sample's images (or its boxes and points on them) cannot be used, and the field at fault."""
-    for path in sample.images:
-        if path not in sizes:
-            try:
-                sizes[path], frames[path] = inspect_image(path)
-            except ImageProblem as e:
-                sizes[path] = str(e)
-        if isinstance(sizes[path], str):
-            return f"{path.name}: {sizes[path]}", None
-    images = sample.images
-    for message in sample.messages:
-        for part in message.content:
-            if isinstance(part, BoxPart | PointPart):
-                width, height = sizes[images[part.image]]
-                coords = part.box if isinstance(part, BoxPart) else part.point
-                if not inside(coords, (width, height)):
-                    return (f"{'box' if isinstance(part, BoxPart) else 'point'} {list(coords)} lies outside its "
-                            f"{width}x{height} image {images[part.image].name} (coordinates are pixels of the "
-                            "original image)"), part.source_field
-    return None
 
 
 def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions | None = None,

@@ -1,37 +1,30 @@
 """Render a sample with the processor's own chat template, and label only what the assistant says.
 
-Labels are -100 everywhere except the tokens of each assistant answer and the end-of-turn token that closes
-it, in every assistant turn. Answers are found in the token ids by the family's assistant header and
-end-of-turn token, the way the families' own fine-tuning code masks them. A model of no registered family has
-no known header: its answers are found by rendering the conversation turn by turn (:meth:`Renderer._turn_labels`).
+:class:`Renderer` writes the chat text and processes it with the sample's images; the answers' labels come from
+:mod:`.labels`, token counts without pixels from :mod:`.measure`, smaller images for a sample over the token
+budget from :mod:`.shrink`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..core.errors import ModelError, SampleError
+from ..core.errors import SampleError
 from ..core.sample import BoxPart, GroundingPart, PointPart, Sample
 from ..models import grounding
 from ..models.spec import FamilySpec
 from .images import image_size, load_image
+from .labels import IGNORE_INDEX, assistant_labels, check_answer_count, header_tokenizations, turn_labels
+from .measure import add_special_tokens
+from .measure import count_tokens as count_text_and_visual
+from .shrink import shrink_to_fit
 
-IGNORE_INDEX = -100
 TURN_CHECKS = 8
 """Samples on which per-turn labelling is checked while the data is measured, before any weights load."""
-
-
-class TemplateMismatch(ModelError):
-    """Rendering a conversation turn by turn does not reproduce its full rendering: the answers cannot be found."""
-
-
-class CannotShrink(SampleError):
-    """No smaller size of a sample's images brings it within ``max_length`` (``problem`` says why)."""
 
 
 class Renderer:
@@ -125,7 +118,7 @@ class Renderer:
 
     def encode(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Inputs and labels of one training sample (1-D sequences, no batch dimension)."""
-        features = self._process(sample, self.text(sample))
+        features = self.process(sample, self.text(sample))
         input_ids = features["input_ids"]
         if self.max_length is not None and len(input_ids) > self.max_length:
             types = features.get("mm_token_type_ids", features.get("token_type_ids", torch.zeros(1)))
@@ -136,70 +129,41 @@ class Renderer:
                 "data.max_pixels."))
         if self.spec.assistant_header is not None:
             features["labels"] = assistant_labels(input_ids, self.header_ids, self.turn_end_id, self.prefix_ids)
-            self._check_answer_count(sample, input_ids)
+            check_answer_count(self, sample, input_ids)
         else:
-            features["labels"] = self._turn_labels(sample, input_ids)
+            features["labels"] = turn_labels(self, sample, input_ids)
         if not bool((features["labels"] != IGNORE_INDEX).any()):
             raise SampleError(sample.id, "no assistant tokens found in the rendered conversation")
         return features
 
-    def _check_answer_count(self, sample: Sample, input_ids: torch.Tensor) -> None:
-        """One labelled answer per assistant turn, or the labels would leave an answer out (a header tokenised
-        in an unforeseen way) or train on text that is not an answer."""
-        found = len(answer_spans(input_ids.tolist(), self.header_ids, self.turn_end_id, self.prefix_ids))
-        turns = sum(m.role == "assistant" for m in sample.messages)
-        if found != turns:
-            raise SampleError(sample.id, (
-                f"{found} answer(s) found after the assistant header {self.spec.assistant_header!r} for {turns} "
-                "assistant turn(s): the labels would be wrong, so the sample is not used"))
-
     def encode_prompt(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Inputs for generating the next assistant turn of ``sample`` (which ends before it)."""
-        return self._process(sample, self.text(sample, add_generation_prompt=True))
+        return self.process(sample, self.text(sample, add_generation_prompt=True))
 
     def count_tokens(self, sample: Sample, image_sizes: list[tuple[int, int]]) -> tuple[int, int]:
         """``(text, visual)`` token counts of the rendered sample, from image sizes ``(w, h)`` alone.
 
         Equal to ``len(encode(sample)["input_ids"])`` split in two, without decoding any pixels, so a whole
-        dataset can be measured before training. Each image is one placeholder token in the template text,
-        which the processor expands to the image's visual tokens (to ``spec.image_placeholder_text`` where set).
-        Each image counts at the size the processor is given: its part's ``size`` where set (a shrunk image),
-        else :attr:`image_size` where set, else ``image_sizes`` (its file's size).
+        dataset can be measured before training (:func:`.measure.count_tokens`). Each image counts at the size
+        the processor is given: its part's ``size`` where set (a shrunk image), else :attr:`image_size` where set,
+        else ``image_sizes`` (its file's size).
         """
-        self._refuse_control_tokens(sample)
+        self.check_control_tokens(sample)
         image_sizes = [part.size or self.image_size or size
                        for part, size in zip(sample.image_parts, image_sizes, strict=True)]
         for part, size in zip(sample.image_parts, image_sizes, strict=True):
-            self._refuse_aspect_ratio(sample, part.path, size)
+            self.check_aspect_ratio(sample, part.path, size)
         text = self.text(sample)
         if self.spec.assistant_header is None and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
             self._turns_checked += 1
-            self._turn_labels(sample, self._process(sample, text)["input_ids"])
-        n_text = self._n_tokens(text) - len(image_sizes)
-        if not image_sizes:
-            return n_text, 0
-        if self.spec.image_placeholder_text is not None:
-            # The expansion holds text tokens too, which may merge with their neighbours: tokenise it in place.
-            pieces = text.split(self.processor.image_token)
-            expanded = pieces[0] + "".join(self.spec.image_placeholder_text(self.processor, size) + piece
-                                           for size, piece in zip(image_sizes, pieces[1:], strict=True))
-            return n_text, self._n_tokens(expanded) - n_text
-        if self.spec.image_token_counts is not None:
-            return n_text, sum(self.spec.image_token_counts(self.processor, image_sizes))
-        if not hasattr(self.processor, "_get_num_multimodal_tokens"):
-            # No counting rule (Mllama reads images by cross-attention; each stays one token): process blank images
-            # of the same sizes, which expand exactly as the real ones do.
-            blanks = [Image.new("RGB", size) for size in image_sizes]
-            ids = self.processor(text=[text], images=[blanks], add_special_tokens=self._add_special_tokens(text))
-            return n_text, len(ids["input_ids"][0]) - n_text
-        counts = self.processor._get_num_multimodal_tokens(image_sizes=[(h, w) for w, h in image_sizes])
-        return n_text, sum(counts["num_image_tokens"])
+            turn_labels(self, sample, self.process(sample, text)["input_ids"])
+        return count_text_and_visual(self.processor, self.spec, text, image_sizes)
 
     def shrink_to_fit(self, sample: Sample, image_sizes: list[grounding.Size]) -> tuple[Sample, tuple[int, int]]:
         """``sample`` with its images shown smaller so that it fits :attr:`max_length`, and its ``(text, visual)``
         token counts so; ``image_sizes`` are its image files' sizes, as for :meth:`count_tokens`, and the sample
-        as it is must not fit. Raises :class:`CannotShrink` where no size fits.
+        as it is must not fit. Raises :class:`~.shrink.CannotShrink` where no size fits.
 
         All its images are scaled by one factor (aspect ratio kept, sides rounded to whole pixels), except that none
         goes below the processor's ``min_pixels``: the processor would scale it back up, for no fewer tokens. The
@@ -207,93 +171,11 @@ class Renderer:
         search with :meth:`count_tokens` (the real encoding's length) that ends on a side that fits where one
         pixel more does not. Only processors that resize within a pixel range (:meth:`pixel_limits`) can shrink.
         """
-        bases = [part.size or self.image_size or size
-                 for part, size in zip(sample.image_parts, image_sizes, strict=True)]
-        limits = self.pixel_limits()
-        if not bases:
-            raise CannotShrink(sample.id, "it has no image to shrink")
-        if limits is None:
-            raise CannotShrink(sample.id, (
-                f"{self.spec.name}'s image processor ({type(self.processor.image_processor).__name__}) shows an "
-                "image at a fixed size or in tiles, not within a pixel range, so a smaller image does not get "
-                "fewer visual tokens"))
-        min_pixels = limits[1]
-        # The scale at which each image reaches min_pixels (1: it is there already).
-        floors = [min(1.0, math.sqrt(min_pixels / (w * h))) for w, h in bases]
-        longest = max(max(size) for size in bases)
+        return shrink_to_fit(self, sample, image_sizes)
 
-        def at(side: int) -> Sample:
-            sizes = []
-            for (w, h), floor in zip(bases, floors, strict=True):
-                scale = max(side / longest, floor)
-                sizes.append((max(1, round(w * scale)), max(1, round(h * scale))))
-            return sample.with_image_sizes(sizes)
-
-        lo = min(longest, max(1, math.floor(min(floors) * longest)))  # every image at its min_pixels size
-        counts = self.count_tokens(at(lo), image_sizes)
-        if sum(counts) > self.max_length:
-            text, visual = counts
-            raise CannotShrink(sample.id, f"its text alone is {text} tokens" if text > self.max_length else (
-                f"it still has {text + visual} tokens ({visual} visual) with its images at the processor's smallest "
-                f"size (min_pixels={min_pixels})"))
-        hi = longest - 1  # invariant: side lo fits, side hi + 1 does not (longest: the sample as it is)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            mid_counts = self.count_tokens(at(mid), image_sizes)
-            if sum(mid_counts) <= self.max_length:
-                lo, counts = mid, mid_counts
-            else:
-                hi = mid - 1
-        return at(lo), counts
-
-    def _turn_labels(self, sample: Sample, input_ids: torch.Tensor) -> torch.Tensor:
-        """Labels for a family with no known assistant header: an answer is what rendering the conversation up to the
-        end of its turn adds to rendering it up to the turn's generation prompt, through the last special token
-        added (the end of the turn: what the template writes after it only separates turns), or all of it where
-        it adds none.
-
-        Both renderings must begin the full one: a template that renders earlier turns differently once later
-        turns exist raises :class:`TemplateMismatch`, naming the sample and the first differing token.
-        """
-        ids = input_ids.tolist()
-        labels = [IGNORE_INDEX] * len(ids)
-        last = len(sample.messages) - 1
-        for i, message in enumerate(sample.messages):
-            if message.role != "assistant":
-                continue
-            start = self._prefix_length(sample, i, ids, add_generation_prompt=True)
-            stop = len(ids) if i == last else self._prefix_length(sample, i + 1, ids)
-            ends = [j for j in range(start, stop) if ids[j] in self.special_ids]
-            for j in range(start, ends[-1] + 1 if ends else stop):
-                labels[j] = ids[j]
-        return torch.tensor(labels, dtype=input_ids.dtype)
-
-    def _prefix_length(self, sample: Sample, n: int, ids: list[int], add_generation_prompt: bool = False) -> int:
-        """Tokens in the rendering of ``sample``'s first ``n`` messages, which must begin the full rendering ``ids``."""
-        part = Sample(sample.messages[:n], sample.id, sample.meta)
-        prefix = self._process(part, self.text(part, add_generation_prompt))["input_ids"].tolist()
-        if ids[:len(prefix)] == prefix:
-            return len(prefix)
-        at = next(k for k, token in enumerate(prefix) if k >= len(ids) or ids[k] != token)
-        decode = self.processor.tokenizer.decode
-        theirs = repr(decode([ids[at]])) if at < len(ids) else "its end"
-        raise TemplateMismatch(
-            f"{sample.id}: the chat template renders messages[:{n}] differently alone than within the whole "
-            f"conversation (token {at}: {decode([prefix[at]])!r} alone, {theirs} in the whole), so the assistant "
-            f"answers cannot be found by rendering turn by turn. {self.spec.name} is not a registered family; "
-            "registering it with its assistant header lets vlmtune mask its answers")
-
-    def _n_tokens(self, text: str) -> int:
-        return len(self.processor.tokenizer(text, add_special_tokens=self._add_special_tokens(text))["input_ids"])
-
-    def _add_special_tokens(self, text: str) -> bool:
-        # As transformers' apply_chat_template(tokenize=True) decides: a template that writes the BOS token itself
-        # (Gemma 3) must not get a second one from a tokenizer that adds it.
-        bos = self.processor.tokenizer.bos_token
-        return not (bos is not None and text.startswith(bos))
-
-    def _process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
-        self._refuse_control_tokens(sample)
+    def process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
+        """The processor's output for the chat ``text`` of ``sample`` with its images (1-D sequences)."""
+        self.check_control_tokens(sample)
         images = []
         for part in sample.image_parts:
             try:
@@ -305,14 +187,15 @@ class Renderer:
             size = part.size or self.image_size
             images.append(image if size is None or image.size == tuple(size)
                           else image.resize(tuple(size), Image.Resampling.BICUBIC))
-            self._refuse_aspect_ratio(sample, part.path, images[-1].size)
+            self.check_aspect_ratio(sample, part.path, images[-1].size)
         # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
         # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
         batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
-                               add_special_tokens=self._add_special_tokens(text))
+                               add_special_tokens=add_special_tokens(self.processor.tokenizer, text))
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
 
-    def _refuse_aspect_ratio(self, sample: Sample, path, size: grounding.Size) -> None:
+    def check_aspect_ratio(self, sample: Sample, path, size: grounding.Size) -> None:
+        """Raise :class:`SampleError` where an image of ``size`` is too elongated for the image processor."""
         # The family's image processor raises on such an image (Qwen-VL: over 200:1) deep in a batch: name it here.
         limit, (width, height) = self.spec.max_aspect_ratio, size
         if limit is not None and max(width, height) > limit * min(width, height):
@@ -321,7 +204,9 @@ class Renderer:
                 f"{max(width, height) / max(1, min(width, height)):.0f}:1; {self.spec.name}'s image processor takes "
                 f"at most {limit:g}:1. Crop or pad the image"))
 
-    def _refuse_control_tokens(self, sample: Sample) -> None:
+    def check_control_tokens(self, sample: Sample) -> None:
+        """Raise :class:`SampleError` where a text of ``sample`` cannot go into the chat template
+        (:meth:`control_token_problem`)."""
         for i, message in enumerate(sample.messages):
             for field, text in _text_fields(message, i):
                 problem = self.control_token_problem(text, role=message.role)
@@ -366,52 +251,3 @@ def _end_answers(chat: list[dict], turn_end: str) -> None:
         texts = [part for part in message["content"] if part["type"] == "text"]
         if message["role"] == "assistant" and texts:
             texts[-1]["text"] += turn_end
-
-
-def header_tokenizations(tokenizer: Any, header: str | None) -> list[list[int]]:
-    """The token ids ``header`` can take in a rendered conversation: on its own, and after a newline, where
-    SentencePiece tokenizers drop the word-start marker (LLaVA-1.5: "▁A SS..." after a space, "A SS..." after the
-    "<image>\n" of a user turn that is only an image)."""
-    if not header:
-        return []
-    forms = [tokenizer.encode(header, add_special_tokens=False)]
-    newline = tokenizer.encode("\n", add_special_tokens=False)
-    after_newline = tokenizer.encode("\n" + header, add_special_tokens=False)
-    if after_newline[:len(newline)] == newline and after_newline[len(newline):] not in forms:
-        forms.append(after_newline[len(newline):])
-    return forms
-
-
-def answer_spans(ids: list[int], header_ids: list[list[int]], turn_end_id: int,
-                 prefix_ids: list[int] | None = None) -> list[tuple[int, int]]:
-    """``(start, end)`` of each assistant answer in ``ids``: from after a header (and the family's
-    ``answer_prefix``, where it follows) through the end-of-turn token that closes it. A header inside an answer
-    is part of that answer."""
-    prefix, spans, i = prefix_ids or [], [], 0
-    while i < len(ids):
-        header = next((h for h in header_ids if h and ids[i:i + len(h)] == h), None)
-        if header is None:
-            i += 1
-            continue
-        j = start = i + len(header)
-        if prefix and ids[j:j + len(prefix)] == prefix:
-            j = start = j + len(prefix)
-        while j < len(ids) and ids[j] != turn_end_id:
-            j += 1
-        spans.append((start, min(j + 1, len(ids))))
-        i = j + 1
-    return spans
-
-
-def assistant_labels(input_ids: torch.Tensor, header_ids: list[list[int]], turn_end_id: int,
-                     prefix_ids: list[int] | None = None) -> torch.Tensor:
-    """Copy of ``input_ids`` with everything but assistant answers (+ their end token) set to -100.
-
-    ``header_ids``: the tokenizations of the assistant header (:func:`header_tokenizations`). ``prefix_ids`` (the
-    family's ``answer_prefix``), where they follow a header, stay -100 with it.
-    """
-    ids = input_ids.tolist()
-    labels = [IGNORE_INDEX] * len(ids)
-    for start, end in answer_spans(ids, header_ids, turn_end_id, prefix_ids):
-        labels[start:end] = ids[start:end]
-    return torch.tensor(labels, dtype=input_ids.dtype)

@@ -100,3 +100,14 @@ def inference_device_map() -> str | None:
     """``device_map`` for evaluation and prediction: the GPUs where there are any (a model larger than one GPU
     is split over them), else None (the CPU)."""
     return "auto" if torch.cuda.is_available() else None
+
+
+def load_for_inference(model_path: str, dtype: str, adapter: str | None = None):
+    """The model (with ``adapter``) as a run holds it: ``model.dtype`` resolved as training resolves it, on the
+    GPU where there is one."""
+    model = load_model(model_path, resolve_dtype(dtype), device_map=inference_device_map())
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model

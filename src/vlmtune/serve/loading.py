@@ -93,7 +93,7 @@ def plan_served(model: str | None, adapters: dict[str, str], config: str | Path 
 
 def load_served(plan: Plan) -> tuple[Any, dict[str, ServedModel]]:
     """The loaded model (a PEFT model when there are adapters) and the served names, the base's first."""
-    from ..cli.commands import load_for_inference
+    from ..models.load import load_for_inference
 
     renderers: dict[tuple, Any] = {}
     # PEFT names the adapter PeftModel.from_pretrained loads "default"; the others get their own.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from ..config import Config
 from ..core.sample import Sample
@@ -106,3 +107,11 @@ def evaluate_run(cfg: Config, model: torch.nn.Module, renderer: Renderer, sample
                            model=cfg.model.path, adapter=str(adapter) if adapter else None)
     log.info("held-out evaluation (%s):\n%s", out, comparison.summary())
     return values
+
+
+def leave_process_group() -> None:
+    """End a data-parallel run together: every process waits for the others (the main one may still be writing
+    files) and closes the process group, instead of one exiting while its communication threads still run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

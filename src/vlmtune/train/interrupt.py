@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -28,6 +29,21 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.checkpoint, self.saves = step, checkpoint, saves
         super().__init__(f"training interrupted at step {step}; "
                          + (f"checkpoint saved: {checkpoint}" if checkpoint else "nothing was saved"))
+
+
+def interrupted_message(e: TrainingInterrupted, config: str, overrides: list[str]) -> str:
+    """What a Ctrl-C left and the command that resumes it (the user's own config and overrides)."""
+    command = "vlmtune train " + shlex.join([config, *overrides]) + " --resume"
+    if e.checkpoint is not None and e.checkpoint.name == f"checkpoint-{e.step}":
+        return f"vlmtune train: interrupted at step {e.step}; checkpoint saved: {e.checkpoint}\nresume with: {command}"
+    if e.checkpoint is not None:
+        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step; the newest checkpoint is "
+                f"{e.checkpoint}\nresume from it with: {command}")
+    if e.saves:
+        return (f"vlmtune train: interrupted at step {e.step}, in the middle of a step, before the first checkpoint; "
+                "nothing was saved")
+    return (f"vlmtune train: interrupted at step {e.step}; nothing was saved (train.save_steps is not set). Set "
+            "train.save_steps=N to write a checkpoint every N steps and on Ctrl-C, which --resume continues from")
 
 
 class StopOnInterrupt(TrainerCallback):
