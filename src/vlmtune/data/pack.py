@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from .collate import SAMPLE_ID, SAMPLE_IDS
+from .collate import SAMPLE_ID, SAMPLE_IDS, _pad_to_common_shape
 from .render import IGNORE_INDEX, SEQUENCE_KEYS
 
 Positions = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -54,7 +54,7 @@ class PackingCollator:
             if key in SEQUENCE_KEYS:
                 batch[key] = torch.cat([_sequence(f, key) for f in segments])[None]
             else:
-                batch[key] = torch.cat([f[key] for f in segments if key in f], dim=0)
+                batch[key] = torch.cat(_pad_to_common_shape([f[key] for f in segments if key in f]), dim=0)
         positions = torch.cat([self.positions(f) for f in segments], dim=-1)
         batch["position_ids"] = positions[:, None] if len(positions) > 1 else positions
         batch["use_cache"] = False  # with a cache (the config's default) transformers ignores the restarts

@@ -1,10 +1,11 @@
 """``train.packing``: which families can pack, the position ids of a packed sample, and the model-side part.
 
-A family packs when its spec says so (``FamilySpec.packing``): its image features are computed per image and put
-in place by token order, and its language model reads the sample boundaries from restarting position ids. Qwen-VL
-families take 3-D M-RoPE positions that depend on each image's grid; they are computed per sample by the model's
-own ``get_rope_index``, as the model would for the sample alone, and prefixed by a text row restarting at 0 that
-marks the boundaries (transformers' convention for packed Qwen-VL input: ``position_ids`` of shape (4, 1, L)).
+A family packs when its spec says so (``FamilySpec.packing``, set where a packed row was measured to give every
+sample its own loss and gradients): its image features are computed per image and put in place by token order, and
+its language model reads the sample boundaries from restarting position ids. Qwen-VL families take 3-D M-RoPE
+positions that depend on each image's grid; they are computed per sample by the model's own ``get_rope_index``, as
+the model would for the sample alone, and prefixed by a text row restarting at 0 that marks the boundaries
+(transformers' convention for packed Qwen-VL input: ``position_ids`` of shape (4, 1, L)).
 
 Layers that mix tokens without an attention mask (Qwen3.5's Gated DeltaNet linear attention and its causal
 convolution, whose state would flow from one sample into the next) are listed in
@@ -29,8 +30,8 @@ log = logging.getLogger("vlmtune")
 def check_packing(cfg: Config, spec: FamilySpec) -> None:
     """Refuse ``train.packing`` for a family that cannot pack, in one line saying why."""
     if cfg.train.packing and not spec.packing:
-        raise ConfigError(f"train.packing: {spec.name} cannot pack samples into one row (its image features or "
-                          "attention cannot be kept apart per sample there); set train.packing: false")
+        raise ConfigError(f"train.packing: {spec.name} cannot pack samples into one row (its attention "
+                          "does not keep packed samples apart); set train.packing: false")
 
 
 def packing_collator(model: torch.nn.Module, spec: FamilySpec,
