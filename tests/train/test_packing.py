@@ -12,7 +12,7 @@ from tests.conftest import write_jsonl
 from vlmtune.cli.main import main
 from vlmtune.data import IGNORE_INDEX, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
-from vlmtune.data.collate import SAMPLE_ID, SAMPLE_IDS
+from vlmtune.data.collate import SAMPLE_ID, SAMPLE_IDS, placeholder_image_features
 from vlmtune.data.demo import make_demo_data
 from vlmtune.data.pack import PackingCollator
 from vlmtune.data.render import SEQUENCE_KEYS
@@ -166,3 +166,32 @@ def test_packing_is_refused_for_a_family_that_cannot_pack(tiny_dir, tmp_path, ca
     assert err[-1] == ("vlmtune train: error: train.packing: gemma3 cannot pack samples into one row (its attention "
                        "does not keep packed samples apart); set train.packing: false")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("packed_family", ["qwen2_vl"], indirect=True)
+def test_a_pack_without_images_gets_the_placeholder_image_as_a_segment_of_its_own(packed_family, tmp_path):
+    spec, model, features = packed_family
+    text_only = [features[1], features[1]]
+    renderer = Renderer(load_processor(model.name_or_path, spec), spec)
+    placeholder = placeholder_image_features(renderer)
+    plain = PackingCollator(model_positions(model))(text_only)
+    with_image = PackingCollator(model_positions(model), placeholder)(text_only)
+    width, n = plain["input_ids"].shape[1], len(placeholder["input_ids"])
+    assert with_image["input_ids"].shape[1] == width + n and "pixel_values" not in plain
+    assert torch.equal(with_image["pixel_values"], placeholder["pixel_values"])
+    assert with_image["position_ids"][0, 0, width:].tolist() == list(range(n))  # a sample of its own
+    assert (with_image["labels"][0, width:] == IGNORE_INDEX).all()
+
+    def loss_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        loss = _summed_losses(model(**_model_inputs(batch)).logits[0], batch["labels"][0],
+                              [batch["input_ids"].shape[1]])[0]
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    loss, grads = loss_and_grads(plain)
+    ph_loss, ph_grads = loss_and_grads(with_image)
+    assert torch.allclose(loss, ph_loss, atol=1e-5) and grads.keys() < ph_grads.keys()
+    assert all(torch.allclose(grads[k], ph_grads[k], atol=1e-6) for k in grads)
+    # The vision tower ran (its weights have gradients), and learnt nothing from the placeholder.
+    assert all(not ph_grads[k].any() for k in ph_grads.keys() - grads.keys())
