@@ -63,6 +63,22 @@ def test_token_budget_is_kept_and_the_batch_count_is_the_same_every_epoch():
         len(b) * max(lengths[i] for i in b) for b in sampler.plan(0))  # the biggest batch first
 
 
+def test_a_packed_token_budget_sums_the_samples_and_holds_every_epoch():
+    lengths = LENGTHS + [1300]  # longer than the budget: a pack of its own
+    packed = LengthGroupedBatchSampler(lengths, max_tokens=1200, seed=0, packed=True)
+    padded = LengthGroupedBatchSampler(lengths, max_tokens=1200, seed=0)
+    for epoch in range(12):
+        plan = packed.plan(epoch)
+        assert _flat(plan) == list(range(len(lengths))) and len(plan) == len(packed)
+        assert all(sum(lengths[i] for i in b) <= 1200 or len(b) == 1 for b in plan)
+        assert [len(lengths) - 1] in plan
+    # No padding to count: a pack holds more samples than a padded batch, and fills the budget well.
+    assert len(packed) < len(padded)
+    assert sum(lengths[:-1]) / (1200 * (len(packed) - 1)) > 0.8
+    first = packed.plan(0)[0]
+    assert sum(lengths[i] for i in first) == max(sum(lengths[i] for i in b) for b in packed.plan(0))
+
+
 @pytest.mark.parametrize("mode", [{"batch_size": 8}, {"max_tokens": 8 * 42}])
 def test_kinds_of_samples_a_token_apart_share_batches(mode):
     # Two prompt templates one token apart (as in the demo task): exact length sorting would give every batch a

@@ -188,6 +188,11 @@ class TrainConfig(_Section):
     max_tokens_per_batch: int | None = Field(default=None, gt=0)
     """Instead of batch_size samples, fill each batch up to this many tokens counting padding (samples x longest);
     short samples then share a batch in larger numbers. Implies grouping by length."""
+    packing: bool = False
+    """Concatenate each batch's samples into one row without padding (padding-free packing): positions restart
+    at every sample (Qwen-VL's 3-D M-RoPE computed per sample) and attention never crosses samples. batch_size
+    samples form a pack; with max_tokens_per_batch a pack fills up to that many tokens. Every family but Gemma 3;
+    meant for GPUs with FlashAttention 2, slower on CPU (see README)."""
     dataloader_workers: int = Field(default=0, ge=0)
     """Processes rendering batches while the model trains (0: in the training process). Pair with data.cache_dir
     rather than data.cache_in_memory, whose cache each worker would hold separately."""

@@ -92,6 +92,7 @@ _COMMON = dict(
 
 SMOLVLM = register_family(FamilySpec(
     name="smolvlm", model_class="SmolVLMForConditionalGeneration", processor_class="SmolVLMProcessor",
+    packing=True,
     chat_template="smolvlm.jinja",
     template_source=(
         "HuggingFaceTB/SmolVLM2-256M-Video-Instruct chat_template, byte-identical to SmolVLM's (trl 1.16 "
@@ -109,6 +110,7 @@ SMOLVLM = register_family(FamilySpec(
 ))
 IDEFICS3 = register_family(FamilySpec(
     name="idefics3", model_class="Idefics3ForConditionalGeneration", processor_class="Idefics3Processor",
+    packing=True,
     chat_template="idefics3.jinja",
     template_source=(
         "HuggingFaceM4/Idefics3-8B-Llama3 chat_template.json (trl 1.16 trl/chat_templates/idefics3.jinja; rendering "

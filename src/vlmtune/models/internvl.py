@@ -60,6 +60,7 @@ def _tiny_internvl(ids: Mapping[str, int]):
 
 INTERNVL = register_family(FamilySpec(
     name="internvl", model_class="InternVLForConditionalGeneration", processor_class="InternVLProcessor",
+    packing=True,
     chat_template="internvl.jinja",
     template_source=(
         "OpenGVLab/InternVL3-1B-hf chat_template.jinja (481 bytes, '<IMG_CONTEXT>\\n' per image); the same text as "

@@ -62,6 +62,7 @@ def _tiny_llava(ids: Mapping[str, int]):
 
 LLAVA = register_family(FamilySpec(
     name="llava", model_class="LlavaForConditionalGeneration", processor_class="LlavaProcessor",
+    packing=True,
     chat_template="llava_1_5.jinja",
     template_source=("llava-hf/llava-1.5-7b-hf chat template, as in huggingface/transformers "
                      "tests/models/llava/test_processing_llava.py prepare_processor_dict"),
@@ -124,6 +125,7 @@ def _onevision_image_tokens(processor, sizes: list[tuple[int, int]]) -> list[int
 
 LLAVA_ONEVISION = register_family(FamilySpec(
     name="llava_onevision", model_class="LlavaOnevisionForConditionalGeneration",
+    packing=True,
     processor_class="LlavaOnevisionProcessor", chat_template="llava_onevision.jinja",
     template_source=("llava-hf/llava-onevision-qwen2-7b-ov-hf chat_template.json, as in huggingface/transformers "
                      "tests/models/llava_onevision/test_processing_llava_onevision.py prepare_processor_dict"),

@@ -78,5 +78,7 @@ QWEN3_5 = register_family(FamilySpec(
     # Small pixel limits: a demo image becomes a few visual tokens.
     tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 32 ** 2,
                           "max_pixels": (8 * 32) ** 2},
+    # Packed: the Gated-DeltaNet layers carry a recurrent state along the row, so they run per sample.
+    packing=True, packing_per_sample_modules=("Qwen3_5GatedDeltaNet",),
     source="https://huggingface.co/Qwen/Qwen3.5-27B",
 ))

@@ -121,7 +121,7 @@ _QWEN2_COMMON = dict(
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=_COMPONENTS, language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=28, min_pixels=3136, max_pixels=12845056, max_aspect_ratio=200,
-    tiny_image_processor=_tiny_image_processor(14),
+    tiny_image_processor=_tiny_image_processor(14), packing=True,
 )
 
 QWEN2_VL = register_family(FamilySpec(
@@ -146,6 +146,6 @@ QWEN3_VL = register_family(FamilySpec(
     language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=32, min_pixels=65536, max_pixels=16777216, max_aspect_ratio=200,
     tiny_config=_tiny_qwen3_vl, grounding=_QWEN3_VL_GROUNDING,
-    tiny_image_processor=_tiny_image_processor(16),
+    tiny_image_processor=_tiny_image_processor(16), packing=True,
     source="https://huggingface.co/Qwen/Qwen3-VL-8B-Instruct",
 ))

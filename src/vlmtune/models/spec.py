@@ -116,6 +116,12 @@ class FamilySpec:
     """For a chat template that writes no end-of-turn token (LLaVA-1.5): the text it writes after each answer
     instead (a space), which the renderer replaces with ``turn_end``, as the family's documented multi-turn format
     and its own training have it, so the model learns to stop. None: the template writes ``turn_end`` itself."""
+    packing: bool = False
+    """Several samples can share one row of a batch (``train.packing``): image features are computed per image and
+    placed by token order, and the language model reads sample boundaries from position ids restarting at 0."""
+    packing_per_sample_modules: tuple[str, ...] = ()
+    """Classes of token mixers that see no attention mask (linear attention, causal convolutions): with packing
+    they run on each sample's span alone, or one sample's state would flow into the next."""
     source: str = ""
     """Model card the facts above were taken from."""
 

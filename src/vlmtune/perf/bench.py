@@ -29,6 +29,7 @@ from ..data.cache import CachedRenderer
 from ..models import resolve_dtype
 from ..train.arguments import training_arguments
 from ..train.model import build_model
+from ..train.packing import packing_collator
 from ..train.prepare import Prepared, prepare
 from ..train.run import check_runnable
 from ..train.trainer import VlmTrainer, causal_lm_loss
@@ -63,7 +64,7 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
         "data": {"file": cfg.data.train, "samples": len(report.samples), "tokens": report.length_stats()},
         "batching": {"batch_size": cfg.train.batch_size, "group_by_length": cfg.train.group_by_length,
-                     "max_tokens_per_batch": cfg.train.max_tokens_per_batch,
+                     "max_tokens_per_batch": cfg.train.max_tokens_per_batch, "packing": cfg.train.packing,
                      "dataloader_workers": cfg.train.dataloader_workers, "cache_dir": cfg.data.cache_dir,
                      "cache_in_memory": cfg.data.cache_in_memory},
     }
@@ -107,8 +108,10 @@ def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ou
     if ours:
         trainer = measured(VlmTrainer, meter)(
             model=model, args=args, train_dataset=dataset, callbacks=[meter],
-            data_collator=Collator(renderer.processor.tokenizer.pad_token_id), compute_loss_func=causal_lm_loss,
-            train_lengths=batch_lengths(cfg, data.train), max_tokens_per_batch=cfg.train.max_tokens_per_batch)
+            data_collator=packing_collator(model, spec) if cfg.train.packing else
+            Collator(renderer.processor.tokenizer.pad_token_id), compute_loss_func=causal_lm_loss,
+            train_lengths=batch_lengths(cfg, data.train), max_tokens_per_batch=cfg.train.max_tokens_per_batch,
+            packed=cfg.train.packing)
     else:
         trainer = measured(Trainer, meter)(model=model, args=args, train_dataset=dataset, callbacks=[meter],
                                            data_collator=BaselineCollator(renderer.processor.tokenizer))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
+from ..data.collate import SAMPLE_IDS
+
 
 @dataclass
 class Counts:
@@ -74,7 +76,7 @@ class StepMeter(TrainerCallback):
         ids = inputs["input_ids"]
         mask = inputs.get("attention_mask")
         c = self.counts
-        c.samples += ids.shape[0]
+        c.samples += len(inputs[SAMPLE_IDS]) if SAMPLE_IDS in inputs else ids.shape[0]  # a packed row holds several
         c.padded += ids.numel()
         c.tokens += int(mask.sum()) if mask is not None else ids.numel()
         if self.image_token_id is not None:

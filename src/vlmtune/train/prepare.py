@@ -19,6 +19,7 @@ from ..data.check import TOO_LONG, CheckReport, check_dataset
 from ..data.settings import read_options, renderer_for
 from ..evaluate.run import check_references
 from ..models import FamilySpec, spec_for
+from .packing import check_packing
 
 log = logging.getLogger("vlmtune")
 
@@ -51,6 +52,7 @@ def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> Prepared
     stops it too.
     """
     spec = spec_for(cfg.model.path, cfg.model.components)
+    check_packing(cfg, spec)
     renderer = renderer_for(cfg.model.path, cfg.data, spec)
     train = checked_report(cfg.data.train, cfg.data, renderer, "data.train") if "train" in splits else None
     val = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if "val" in splits and cfg.data.val \

@@ -60,7 +60,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
         args = training_arguments(cfg, run_dir, has_val=bool(data.val_samples))
         model = training_model(cfg, data.spec, args.world_size)
         train_ds, val_ds = encoded_datasets(cfg, data)
-        collator = batch_collator(cfg, data, args.world_size)
+        collator = batch_collator(cfg, data, args.world_size, model)
         stop = StopOnInterrupt(save=bool(cfg.train.save_steps))
         callbacks = run_callbacks(cfg, run_dir, stop, resumed=checkpoint is not None)
         tensorboard = tensorboard_dir(run_dir, args)
@@ -76,6 +76,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
                 trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                      data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
                                      max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
+                                     packed=cfg.train.packing,
                                      score_generations=scorer, train_lengths=lengths, trace_file=trace)
                 warn_if_engine_unused(trainer)
                 plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business

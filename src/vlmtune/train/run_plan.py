@@ -50,6 +50,7 @@ def plan_lines(cfg: Config, plan: Plan, train: CheckReport, val: CheckReport | N
         facts.append(_samples("data.val", val))
     effective = t.batch_size * t.grad_accum * plan.world_size
     budget = f", up to {t.max_tokens_per_batch} tokens a batch" if t.max_tokens_per_batch else ""
+    budget += ", each batch packed into one row without padding (train.packing)" if t.packing else ""
     facts.append(f"effective batch: {t.batch_size} x {t.grad_accum} grad_accum x {plan.world_size} processes = "
                  f"{effective} samples an optimizer step{budget}")
     facts.append(f"optimizer steps: {plan.steps_per_epoch} an epoch ({plan.batches_per_epoch} batches per process), "

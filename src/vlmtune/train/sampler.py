@@ -42,20 +42,22 @@ class LengthGroupedBatchSampler:
 
     ``batch_size``: samples per batch (the last batches of a chunk may hold fewer). ``max_tokens``: instead, as many
     samples as fit ``n x longest <= max_tokens`` (padded tokens, what memory and compute see); a sample longer than
-    the budget forms a batch alone. With a budget the whole dataset is sorted by length bucket and cut into batch
-    sizes fixed for the run (:meth:`_sizes`): the number of batches stays the same every epoch, which the
-    Trainer's step count, schedule and resumption rely on, while their contents and order change.
+    the budget forms a batch alone. ``packed`` (``train.packing``): a batch is one row without padding, so the
+    budget counts the sum of its samples' tokens instead. With a budget the whole dataset is sorted by length bucket
+    and cut into batch sizes fixed for the run (:meth:`_sizes`): the number of batches stays the same every epoch,
+    which the Trainer's step count, schedule and resumption rely on, while their contents and order change.
     """
 
     # accelerate's BatchSamplerShard reads this: None means batches of varying size, dealt to ranks whole.
     batch_size = None
 
     def __init__(self, lengths: Sequence[int], batch_size: int | None = None, max_tokens: int | None = None,
-                 seed: int = 0, step_batches: int = 1):
+                 seed: int = 0, step_batches: int = 1, packed: bool = False):
         if (batch_size is None) == (max_tokens is None):
             raise ValueError("give exactly one of batch_size and max_tokens")
         self.lengths, self.per_batch, self.max_tokens = list(lengths), batch_size, max_tokens
         self.seed, self.step_batches, self.epoch = seed, max(1, step_batches), 0
+        self.packed = packed
         self._plans: dict[int, list[list[int]]] = {}
         self._len: int | None = None
         self._batch_sizes: list[int] | None = None
@@ -114,7 +116,7 @@ class LengthGroupedBatchSampler:
 
     def _sizes(self) -> list[int]:
         """Batch sizes for the token budget, the same every epoch: greedy over the exact lengths, longest first,
-        each batch's longest counted ``BUCKET - 1`` tokens longer.
+        each batch's longest counted ``BUCKET - 1`` tokens longer (packed: every sample of it, as they are summed).
 
         Why this holds for every epoch: the samples at ranks 1..k of an epoch's bucket order are in the bucket of
         the sample at rank k or a longer one, so all k are at least (its length - ``BUCKET`` + 1) long, and so is
@@ -123,18 +125,23 @@ class LengthGroupedBatchSampler:
         """
         if self._batch_sizes is None:
             sizes: list[int] = []
-            longest = 0
+            longest = total = 0  # the current batch's longest sample and, packed, its summed tokens
             for length in sorted(self.lengths, reverse=True):
-                if sizes and (sizes[-1] + 1) * (longest + BUCKET - 1) <= self.max_tokens:
+                if sizes:
+                    grown = total + length + BUCKET - 1 if self.packed else (sizes[-1] + 1) * (longest + BUCKET - 1)
+                if sizes and grown <= self.max_tokens:
                     sizes[-1] += 1
+                    total += length + BUCKET - 1
                 else:
                     sizes.append(1)
-                    longest = length
+                    longest, total = length, length + BUCKET - 1
             self._batch_sizes = sizes
         return self._batch_sizes
 
     def padded_tokens(self, batch: list[int]) -> int:
-        """Token slots of ``batch`` once padded to its longest sample."""
+        """Token slots of ``batch`` once padded to its longest sample (packed: the sum of its samples' tokens)."""
+        if self.packed:
+            return sum(self.lengths[i] for i in batch)
         return len(batch) * max(self.lengths[i] for i in batch)
 
 

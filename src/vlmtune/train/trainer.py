@@ -44,10 +44,11 @@ class NonFiniteLoss(RuntimeError):
 
 class VlmTrainer(Trainer):
     def __init__(self, *args, trace_file: Path | None = None, train_lengths: Sequence[int] | None = None,
-                 max_tokens_per_batch: int | None = None, eval_epochs: int | None = None,
+                 max_tokens_per_batch: int | None = None, packed: bool = False, eval_epochs: int | None = None,
                  score_generations: Callable[[torch.nn.Module], dict[str, float]] | None = None, **kwargs):
         """``train_lengths`` (tokens of each training sample, visual included): batches grouped by length, of
-        ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``).
+        ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``);
+        ``packed``: batches are packed into one row, so the budget counts their tokens without padding.
         ``eval_epochs``: validate every that many epochs (``args.eval_steps`` is set once an epoch's steps are
         known). ``score_generations``: metrics of the model's generated answers, added to every validation's
         ``eval_*`` metrics (logged with the loss, seen by early stopping and the best-checkpoint choice)."""
@@ -58,7 +59,7 @@ class VlmTrainer(Trainer):
         if train_lengths is not None:
             self.batch_sampler = LengthGroupedBatchSampler(
                 train_lengths, batch_size=None if max_tokens_per_batch else self._train_batch_size,
-                max_tokens=max_tokens_per_batch,
+                max_tokens=max_tokens_per_batch, packed=packed,
                 seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,
                 step_batches=self.args.world_size * self.args.gradient_accumulation_steps)
             self.add_callback(SamplerEpoch(self.batch_sampler))
@@ -95,7 +96,9 @@ class VlmTrainer(Trainer):
             loss = result[0] if return_outputs else result
             if not torch.isfinite(loss.detach()).all():
                 raise NonFiniteLoss(self.state.global_step + 1, float(loss.detach().float().mean()), ids)
-            self._tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else 0
+            # A packed row has no attention mask and no padding: every token counts.
+            self._tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else \
+                inputs["input_ids"].numel()
             if self.trace_file is not None:
                 with open(self.trace_file, "a") as f:
                     f.write(json.dumps({"step": self.state.global_step + 1, "ids": ids}) + "\n")

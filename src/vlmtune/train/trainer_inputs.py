@@ -19,9 +19,11 @@ from ..data import Collator, EncodedDataset, Renderer
 from ..data.cache import CachedRenderer
 from ..data.check import CheckReport
 from ..data.collate import placeholder_image_features
+from ..data.pack import PackingCollator
 from ..evaluate import compare
 from .callbacks import MetricsFile, ReadableCheckpoints
 from .interrupt import StopOnInterrupt
+from .packing import packing_collator
 from .prepare import Prepared
 from .resume_check import CurrentIntervals
 
@@ -38,13 +40,18 @@ def encoded_datasets(cfg: Config, data: Prepared) -> tuple[EncodedDataset, Encod
     return train_ds, EncodedDataset(data.val_samples, encoder, cache=cfg.data.cache_in_memory)
 
 
-def batch_collator(cfg: Config, data: Prepared, world_size: int) -> Collator:
-    """The collator, with the placeholder image for batches without one where ``data.image_in_every_batch``."""
+def batch_collator(cfg: Config, data: Prepared, world_size: int, model: torch.nn.Module | None = None
+                   ) -> Collator | PackingCollator:
+    """The collator, with the placeholder image for batches without one where ``data.image_in_every_batch``;
+    with ``train.packing`` the one that packs each batch into a row, with ``model``'s positions (see
+    :func:`.packing.packing_collator`, which also prepares ``model`` for packed rows)."""
     placeholder = None
     if image_in_every_batch(cfg.data.image_in_every_batch, world_size, [*data.train_samples, *data.val_samples]):
         placeholder = placeholder_image_features(data.renderer)
         log.info("batches without an image get a placeholder image (%d tokens, masked out of attention and loss)",
                  len(placeholder["input_ids"]))
+    if cfg.train.packing:
+        return packing_collator(model, data.spec, placeholder)
     return Collator(data.processor.tokenizer.pad_token_id, placeholder_image=placeholder)
 
 
