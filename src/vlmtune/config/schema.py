@@ -23,6 +23,10 @@ class ModelConfig(_Section):
     """Module-path prefixes of components, e.g. ``{vision: [model.vision_model], projector: [model.aligner]}``
     (the longest matching prefix wins): settles the split of a model no registered family describes where vlmtune
     cannot tell its parts apart, and replaces a family's prefixes for the components named."""
+    adapter: str | None = None
+    """A LoRA adapter to continue training (a run's ``adapter/`` folder, or the run folder holding it), e.g. a
+    supervised run before preference tuning: its weights load trainable over ``path`` and its own targets and rank
+    replace ``lora.*``. None: new adapters from ``lora``."""
 
 
 class DataConfig(_Section):
