@@ -19,6 +19,7 @@ from .formats import ReadOptions, read_dataset
 from .formats.coords import inside
 from .formats.write import sample_to_record
 from .images import frame_count, upright_size
+from .preference import pair_tokens
 from .render import CannotShrink
 from .sample import BoxPart, PointPart, Sample
 
@@ -195,7 +196,7 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
             continue
         if renderer is not None:
             try:
-                text, visual = renderer.count_tokens(sample, [sizes[p] for p in sample.images])
+                text, visual = pair_tokens(renderer, sample, [sizes[p] for p in sample.images])
             except DataError as e:
                 problems.append(Problem(sample.id, getattr(e, "problem", str(e))))
                 continue
