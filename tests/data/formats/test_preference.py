@@ -145,3 +145,16 @@ def test_a_missing_rejected_side_is_named_in_the_other_formats(record, tmp_path,
     [problem] = read_dataset(path).problems
     assert problem.field in ("rejected", "text.rejected")
     assert problem.problem == "no rejected answer: a preference record needs both chosen and rejected"
+
+
+def test_data_convert_writes_pairs_that_read_back_the_same(tmp_path, images):
+    source = write_jsonl(tmp_path / "ranking.jsonl", [
+        {"conversations": [{"from": "human", "value": "<image>What colour?"}],
+         "chosen": {"from": "gpt", "value": "red"}, "rejected": {"from": "gpt", "value": "blue"},
+         "images": ["red.png"], "id": "p1"}])
+    out = tmp_path / "pairs.jsonl"
+    assert main(["data", "convert", str(source), "-o", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert set(written) == {"prompt", "chosen", "rejected", "id"}
+    before, after = _read_one(source, "sharegpt_preference"), _read_one(out, "preference")
+    assert (after.prompt, after.chosen, after.rejected) == (before.prompt, before.chosen, before.rejected)
