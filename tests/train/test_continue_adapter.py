@@ -14,8 +14,10 @@ from vlmtune.data.demo import make_demo_data
 from vlmtune.train.model import build_model
 
 
-@pytest.fixture
-def sft_run(tmp_path, tiny_dir):
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_dir):
+    """A 3-step supervised run (built once for the module): its config and its folder."""
+    tmp_path = tmp_path_factory.mktemp("sft")
     data = make_demo_data(tmp_path / "data", n_train=8, n_val=0, seed=0)
     config = tmp_path / "sft.yaml"
     config.write_text(json.dumps({
