@@ -119,6 +119,16 @@ def _qwen_tags(folder: Path) -> dict[str, Path]:
     return {"train": folder / "train.json", "val": folder / "val.json"}
 
 
+def _rlhf_v(folder: Path) -> dict[str, Path]:
+    """RLHF-V's records: one image, and the question with its chosen and rejected answers as a JSON string."""
+    colours = [("red", (255, 0, 0)), ("blue", (0, 0, 255)), ("green", (0, 200, 0)), ("black", (0, 0, 0))]
+    records = [{"idx": i, "image": _image(folder, f"img/{i}.png", (64, 48), colour), "text": json.dumps({
+        "question": "Describe the image.", "chosen": f"A plain {name} rectangle.",
+        "rejected": f"A {colours[i - 1][0]} cat sitting on a table."})} for i, (name, colour) in enumerate(colours)]
+    return {"train": write_jsonl(folder / "train.jsonl", records), "val": write_jsonl(folder / "val.jsonl",
+                                                                                      records[:2])}
+
+
 @dataclass(frozen=True)
 class Seed:
     family: str
@@ -186,6 +196,19 @@ SEEDS = {
         "train.logging_steps": 10, "train.save_steps": 100, "train.save_total_limit": None, "train.autocast": False,
         "eval.task": "caption", "eval.max_new_tokens": 128,
     }, _qwen_tags),
+    "qwen2_vl_2b_rlhfv_dpo": Seed("qwen2_vl", {
+        "model.path": "Qwen/Qwen2-VL-2B-Instruct", "model.dtype": "bf16",
+        "data.train": "data/rlhf_v/train.jsonl", "data.val": "data/rlhf_v/val.jsonl", "data.format": "auto",
+        "data.max_length": 1024,
+        "lora.r": 32, "lora.alpha": 16, "lora.dropout": 0.05, "lora.targets": ["q_proj", "v_proj"],
+        "train.stage": "dpo", "train.output_dir": "runs/qwen2_vl_2b_rlhfv_dpo", "train.method": "lora",
+        "train.epochs": 1, "train.max_steps": 1000, "train.batch_size": 2, "train.grad_accum": 8, "train.lr": 5e-6,
+        "train.scheduler": "linear", "train.warmup_steps": 0, "train.optimizer": "adamw_torch_fused",
+        "train.weight_decay": 0.0, "train.max_grad_norm": 1.0, "train.gradient_checkpointing": True,
+        "train.logging_steps": 10, "train.eval_steps": 50, "train.save_steps": 500, "train.save_total_limit": None,
+        "dpo.beta": 0.1, "dpo.loss_type": "sigmoid", "dpo.reference": "start",
+        "eval.task": "caption", "eval.max_new_tokens": 256,
+    }, _rlhf_v),
 }
 QLORA = sorted(name for name, seed in SEEDS.items() if seed.values["train.method"] == "qlora")
 

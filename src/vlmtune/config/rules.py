@@ -25,6 +25,14 @@ def run_problems(cfg: Config) -> list[str]:
     if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
         problems.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
                         f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
+    if t.stage == "dpo" and t.max_tokens_per_batch:
+        problems.append("train.max_tokens_per_batch does not apply to train.stage dpo (batches of train.batch_size "
+                        "pairs); remove it")
+    if t.stage == "dpo" and t.best_by != "loss":
+        problems.append(f"train.best_by {t.best_by}: train.stage dpo keeps the best checkpoint by validation loss "
+                        "only")
+    if cfg.model.adapter and t.method == "full":
+        problems.append("model.adapter continues a LoRA adapter, but train.method is full (no adapter): use lora")
     problems += format_problems(cfg.data.format)
     return problems
 

@@ -23,6 +23,10 @@ class ModelConfig(_Section):
     """Module-path prefixes of components, e.g. ``{vision: [model.vision_model], projector: [model.aligner]}``
     (the longest matching prefix wins): settles the split of a model no registered family describes where vlmtune
     cannot tell its parts apart, and replaces a family's prefixes for the components named."""
+    adapter: str | None = None
+    """A LoRA adapter to continue training (a run's ``adapter/`` folder, or the run folder holding it), e.g. a
+    supervised run before preference tuning: its weights load trainable over ``path`` and its own targets and rank
+    replace ``lora.*``. None: new adapters from ``lora``."""
 
 
 class DataConfig(_Section):
@@ -130,6 +134,9 @@ class FreezeConfig(_Section):
 
 class TrainConfig(_Section):
     output_dir: str = "runs/run"
+    stage: Literal["sft", "dpo", "grpo"] = "sft"
+    """sft: supervised, next-token loss on the answers; dpo: preference tuning on chosen/rejected answer pairs
+    (TRL's DPOTrainer, settings in ``dpo``); grpo: reinforcement learning with verifiable rewards."""
     method: Method = Method.LORA
     """lora / dora (weight-decomposed LoRA) / qlora (LoRA over 4-bit weights, CUDA only): adapters on
     lora.targets; full: every weight of the components not frozen (see freeze) trains."""
@@ -208,6 +215,26 @@ class TrainConfig(_Section):
         return self
 
 
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+"""dpo.loss_type values: the losses of TRL's DPOTrainer."""
+
+
+class DpoConfig(_Section):
+    """Preference tuning (``train.stage: dpo``)."""
+
+    beta: float = Field(default=0.1, gt=0)
+    """How far the tuned model may move from the reference: higher keeps it closer."""
+    loss_type: Literal[DPO_LOSSES] = "sigmoid"  # type: ignore[valid-type]
+    """sigmoid: the DPO loss; ipo, hinge, robust, ...: TRL's variants."""
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    """Probability that a pair's preference is flipped (robust, exo_pair losses)."""
+    reference: Literal["start", "base"] = "start"
+    """The model the tuned one is held close to. start: the model as the run starts (the base checkpoint, or
+    ``model.adapter`` on it, kept as a frozen copy of that adapter); base: the checkpoint without any adapter. With
+    LoRA and no ``model.adapter`` both are the model with its adapters switched off: no second copy."""
+
+
 TASKS = tuple(TASK_METRICS)
 """eval.task values: the tasks `vlmtune.core.names.TASK_METRICS` gives default metrics for."""
 
@@ -247,6 +274,7 @@ class Config(_Section):
     quantization: QuantizationConfig = QuantizationConfig()
     freeze: FreezeConfig = FreezeConfig()
     train: TrainConfig = TrainConfig()
+    dpo: DpoConfig = DpoConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")

@@ -22,7 +22,8 @@ METRIC_NAMES: tuple[str, ...] = (
 """Every metric ``vlmtune.evaluate.metrics`` registers (``eval.metrics``, ``train.best_by``)."""
 
 FORMAT_NAMES: tuple[str, ...] = (
-    "gui_events", "hf", "llamafactory", "llava", "messages", "qwen_tags", "sharegpt", "table",
+    "gui_events", "hf", "llamafactory", "llava", "messages", "preference", "qwen_tags", "rlhf_v", "sharegpt",
+    "sharegpt_preference", "table",
 )
 """Every reader ``vlmtune.data.formats`` registers (``data.format``, besides ``auto``)."""
 

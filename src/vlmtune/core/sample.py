@@ -123,3 +123,38 @@ class Sample:
         """The conversation up to its last assistant turn, and that turn's text (for evaluation)."""
         last = max(i for i, m in enumerate(self.messages) if m.role == "assistant")
         return Sample(self.messages[:last], self.id, self.meta), self.messages[last].text
+
+
+@dataclass(frozen=True)
+class PreferenceSample(Sample):
+    """A preference pair: a prompt (system and user turns with their images, earlier turns too) answered once as
+    preferred (``chosen``) and once as dispreferred (``rejected``).
+
+    ``messages`` hold the prompt and the chosen answer, so everything that reads a :class:`Sample` (image and token
+    checks, the held-out evaluation, supervised training on the chosen answers) sees the chosen conversation.
+    """
+
+    rejected: Message = field(default=None, kw_only=True)  # type: ignore[assignment]
+    """The dispreferred last assistant turn."""
+
+    def __post_init__(self):
+        if not isinstance(self.rejected, Message) or self.rejected.role != "assistant":
+            raise ValueError(f"{self.id}: a preference sample needs a rejected assistant message")
+        if not self.messages or self.messages[-1].role != "assistant":
+            raise ValueError(f"{self.id}: a preference sample's messages end with the chosen assistant message")
+
+    @property
+    def prompt(self) -> tuple[Message, ...]:
+        return self.messages[:-1]
+
+    @property
+    def chosen(self) -> Message:
+        return self.messages[-1]
+
+    def chosen_sample(self) -> Sample:
+        """The prompt answered with the chosen answer, as a plain :class:`Sample`."""
+        return Sample(self.messages, self.id, self.meta)
+
+    def rejected_sample(self) -> Sample:
+        """The prompt answered with the rejected answer, as a plain :class:`Sample`."""
+        return Sample((*self.prompt, self.rejected), self.id, self.meta)

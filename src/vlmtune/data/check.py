@@ -17,6 +17,7 @@ from ..core.sample import Sample
 from .formats import ReadOptions, read_dataset
 from .formats.write import sample_to_record
 from .image_check import MULTI_FRAME, image_problem
+from .preference import pair_tokens
 from .shrink import CannotShrink
 
 TOO_LONG = "too_long"
@@ -158,7 +159,7 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
             continue
         if renderer is not None:
             try:
-                text, visual = renderer.count_tokens(sample, [sizes[p] for p in sample.images])
+                text, visual = pair_tokens(renderer, sample, [sizes[p] for p in sample.images])
             except DataError as e:
                 problems.append(Problem(sample.id, getattr(e, "problem", str(e))))
                 continue

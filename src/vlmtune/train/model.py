@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 import torch
 
 from ..config import Config, Method
+from ..core.errors import ConfigError
 from ..models import FamilySpec, load_model, resolve_dtype, spec_for
 from ..models.load import DTYPES
 from .lora import apply_lora, format_table, parameter_table, prepare_full
@@ -48,11 +50,35 @@ def build_model(cfg: Config, spec: FamilySpec | None = None, base: torch.nn.Modu
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, cfg.train.gradient_checkpointing)
-    model = apply_lora(model, spec, cfg.lora, method, cfg.freeze)
+    if cfg.model.adapter:
+        model = continued_adapter(model, cfg.model.adapter)
+    else:
+        model = apply_lora(model, spec, cfg.lora, method, cfg.freeze)
     if cfg.train.gradient_checkpointing:
         # Frozen embeddings give activations without grad; checkpointed blocks need their inputs to carry one.
         model.enable_input_require_grads()
     return model
+
+
+def adapter_folder(adapter: str) -> Path:
+    """The folder of ``model.adapter``: the folder itself where it holds ``adapter_config.json``, else its
+    ``adapter/`` (a run folder)."""
+    for folder in (Path(adapter), Path(adapter) / "adapter"):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    raise ConfigError(f"model.adapter {adapter}: no adapter_config.json in it or in its adapter/ folder; give a "
+                      "run's adapter folder or the run folder")
+
+
+def continued_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
+    """``model`` with the LoRA adapter of ``model.adapter`` loaded trainable, to continue training it (e.g.
+    preference tuning after a supervised run). The adapter keeps its own targets, rank and fully trained
+    components (``modules_to_save``); everything else stays frozen."""
+    from peft import PeftModel
+
+    folder = adapter_folder(adapter)
+    log.info("continuing the adapter in %s (its own targets and rank; lora.* is not used)", folder)
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
 def quantization_config(cfg: Config, spec: FamilySpec):

@@ -19,6 +19,7 @@ from ..config.rules import check_config
 from ..core.errors import ConfigError, TrainingError
 from .arguments import training_arguments
 from .checkpoints import checkpoints
+from .dpo import dpo_trainer
 from .finish import RunResult, finish, weights_dir
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .lora import check_targets
@@ -73,11 +74,12 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
         trainer = None
         try:
             with environ("TENSORBOARD_LOGGING_DIR", str(tensorboard)):  # read when the Trainer makes its callbacks
-                trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                     data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
-                                     max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
-                                     packed=cfg.train.packing,
-                                     score_generations=scorer, train_lengths=lengths, trace_file=trace)
+                trainer = dpo_trainer(cfg, data, model, args, callbacks) if cfg.train.stage == "dpo" else \
+                    VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                               data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
+                               max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
+                               packed=cfg.train.packing,
+                               score_generations=scorer, train_lengths=lengths, trace_file=trace)
                 warn_if_engine_unused(trainer)
                 plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business
                 if args.should_log:

@@ -203,8 +203,10 @@ def read_samples(path: str | Path, format: str = "auto", options: ReadOptions | 
     return samples
 
 
-# Registration order is detection order: the most specific formats first.
-from . import gui_events, hf, llamafactory, llava, messages, qwen_tags, sharegpt, table  # noqa: E402,F401
+# Registration order is detection order: the most specific formats first (preference pairs before the
+# conversations they hold).
+from . import gui_events, hf, preference  # noqa: E402,F401,I001
+from . import llamafactory, llava, messages, qwen_tags, sharegpt, table  # noqa: E402,F401
 
 __all__ = ["ReadOptions", "ReadResult", "Reader", "detect_reader", "format_mismatch", "get_reader", "input_files",
            "read_dataset", "read_records", "read_samples", "reader_names", "register_reader"]

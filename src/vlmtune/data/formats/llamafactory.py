@@ -7,7 +7,8 @@ tags. Point vlmtune at ``path/to/dataset_info.json#name``::
                             "user_tag": "user", "assistant_tag": "assistant"}}}
 
 File and image paths are relative to the registry's folder (LLaMA-Factory's ``dataset_dir``). ``sharegpt``
-and ``alpaca`` formattings are read; hub entries are refused (vlmtune reads local files only).
+and ``alpaca`` formattings are read, and sharegpt ranking (preference) entries, ``"ranking": true`` with
+``chosen`` / ``rejected`` columns (:mod:`.preference`); hub entries are refused (vlmtune reads local files only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ...core.errors import DataError, RecordError
 from ...core.sample import Sample
 from . import register_reader
 from .common import ReadOptions, Where, build_conversation, media_root, parse_each, split_entry
+from .preference import parse_sharegpt_preference
 from .sharegpt import ShareGPTLayout, parse_sharegpt
 
 REGISTRY_NAME = "dataset_info.json"
@@ -55,6 +57,8 @@ def load_entry(path: Path) -> tuple[Path, dict]:
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("sharegpt", "alpaca"):
         raise DataError(f"{file}#{name}: formatting {formatting!r} is not supported (sharegpt, alpaca)")
+    if entry.get("ranking") and formatting != "sharegpt":
+        raise DataError(f"{file}#{name}: ranking (preference) data is read in the sharegpt formatting only")
     return file, entry
 
 
@@ -74,7 +78,11 @@ class RegistryReader:
         root = media_root(file, options)
         columns, tags = entry.get("columns", {}), entry.get("tags", {})
         layout = ShareGPTLayout.from_registry(columns, tags)
-        if entry.get("formatting", "alpaca") == "sharegpt":
+        if entry.get("ranking"):
+            def parse(record, where):
+                return parse_sharegpt_preference(record, where, layout, options.system,
+                                                 (columns.get("chosen", "chosen"), columns.get("rejected", "rejected")))
+        elif entry.get("formatting", "alpaca") == "sharegpt":
             def parse(record, where):
                 return parse_sharegpt(record, where, layout, options.system)
         else:

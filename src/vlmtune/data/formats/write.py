@@ -1,4 +1,5 @@
-"""Write a Sample back out in the canonical ``messages`` form (see :mod:`.messages`), for ``vlmtune data convert``.
+"""Write a Sample back out in the canonical ``messages`` form (see :mod:`.messages`), for ``vlmtune data convert``;
+a preference pair in TRL's conversational ``prompt`` / ``chosen`` / ``rejected`` form (see :mod:`.preference`).
 
 The record reads back with the messages reader into the same messages: text, image, box and point parts, in
 order, with every box and point naming its image explicitly.
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...core.sample import BoxPart, ImagePart, Part, PointPart, Sample, TextPart
+from ...core.sample import BoxPart, ImagePart, Part, PointPart, PreferenceSample, Sample, TextPart
 
 
 def sample_to_record(sample: Sample, relative_to: str | Path) -> dict[str, Any]:
@@ -21,11 +22,13 @@ def sample_to_record(sample: Sample, relative_to: str | Path) -> dict[str, Any]:
     The sample's meta entries that JSON can hold become top-level keys, as the messages reader keeps them.
     """
     root = Path(relative_to).resolve()
-    record: dict[str, Any] = {"messages": [
-        {"role": m.role, "content": [_part(p, root) for p in m.content]} for m in sample.messages
-    ]}
+    messages = [{"role": m.role, "content": [_part(p, root) for p in m.content]} for m in sample.messages]
+    record: dict[str, Any] = {"messages": messages}
+    if isinstance(sample, PreferenceSample):  # TRL's conversational form, which the preference reader reads back
+        rejected = {"role": "assistant", "content": [_part(p, root) for p in sample.rejected.content]}
+        record = {"prompt": messages[:-1], "chosen": messages[-1:], "rejected": [rejected]}
     for key, value in sample.meta.items():
-        if key != "messages" and _jsonable(value):
+        if key not in ("messages", *record) and _jsonable(value):
             record[key] = value
     return record
 
