@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from vlmtune.core.sample import ImagePart, Message, PreferenceSample, TextPart
 
 from tests.conftest import write_jsonl
 from vlmtune.cli.main import main
+from vlmtune.core.sample import ImagePart, Message, PreferenceSample, TextPart
 from vlmtune.data.formats import read_dataset
 
 

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...core.errors import RecordError
 from ...core.sample import ROLES, ImagePart, Message, Part, PreferenceSample, Sample, TextPart
-from ..errors import RecordError
 from . import register_reader
 from .common import IMAGE_PLACEHOLDER, ReadOptions, Where, parse_each, split_placeholders
 
