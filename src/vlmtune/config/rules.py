@@ -31,7 +31,7 @@ def run_problems(cfg: Config) -> list[str]:
     if t.stage == "dpo" and t.best_by != "loss":
         problems.append(f"train.best_by {t.best_by}: train.stage dpo keeps the best checkpoint by validation loss "
                         "only")
-    if cfg.model.adapter and t.method == "full":
+    if cfg.model.adapter and not t.method.trains_adapter:
         problems.append("model.adapter continues a LoRA adapter, but train.method is full (no adapter): use lora")
     problems += format_problems(cfg.data.format)
     return problems

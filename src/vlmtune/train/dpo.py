@@ -47,7 +47,7 @@ def dpo_trainer(cfg: Config, data: Prepared, model: torch.nn.Module, args: Train
     collator = PreferenceCollator(chosen, rejected, data.processor.tokenizer.pad_token_id)
     train_ds = _rows(data.train_samples, 0)
     val_ds = _rows(data.val_samples, len(data.train_samples)) if data.val_samples else None
-    ref_model = _full_reference(cfg) if cfg.train.method == "full" else None
+    ref_model = _full_reference(cfg) if not cfg.train.method.trains_adapter else None
     trainer = _trainer_class()(model=model, ref_model=ref_model, args=dpo_args, data_collator=collator,
                                train_dataset=train_ds, eval_dataset=val_ds, processing_class=data.processor,
                                callbacks=callbacks)
