@@ -23,6 +23,9 @@ def run_problems(cfg: Config) -> list[str]:
     if t.save_steps and cfg.data.val and t.eval_steps and t.save_steps % t.eval_steps:
         problems.append(f"train.save_steps ({t.save_steps}) must be a multiple of train.eval_steps "
                         f"({t.eval_steps}) so the best checkpoint by validation loss can be kept")
+    if cfg.model.adapter and t.method == "full":
+        problems.append("model.adapter continues a LoRA adapter, and train.method full trains no adapter; use "
+                        "train.method lora (or leave model.adapter out)")
     problems += format_problems(cfg.data.format)
     return problems
 

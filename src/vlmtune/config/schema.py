@@ -23,6 +23,10 @@ class ModelConfig(_Section):
     """Module-path prefixes of components, e.g. ``{vision: [model.vision_model], projector: [model.aligner]}``
     (the longest matching prefix wins): settles the split of a model no registered family describes where vlmtune
     cannot tell its parts apart, and replaces a family's prefixes for the components named."""
+    adapter: str | None = None
+    """A LoRA adapter folder (e.g. ``RUN/adapter`` of an earlier run) this run starts from and goes on training,
+    instead of new adapters: its rank and targets are the adapter's own (the lora section does not apply); LoRA
+    methods only."""
 
 
 class DataConfig(_Section):

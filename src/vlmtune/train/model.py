@@ -48,11 +48,27 @@ def build_model(cfg: Config, spec: FamilySpec | None = None, base: torch.nn.Modu
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, cfg.train.gradient_checkpointing)
-    model = apply_lora(model, spec, cfg.lora, method, cfg.freeze)
+    model = continued_adapter(model, cfg.model.adapter) if cfg.model.adapter else \
+        apply_lora(model, spec, cfg.lora, method, cfg.freeze)
     if cfg.train.gradient_checkpointing:
         # Frozen embeddings give activations without grad; checkpointed blocks need their inputs to carry one.
         model.enable_input_require_grads()
     return model
+
+
+def continued_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
+    """``model`` with the LoRA adapter saved in folder ``adapter`` loaded as trainable weights (``model.adapter``:
+    a run that continues another's adapter, e.g. reinforcement fine-tuning after supervised fine-tuning)."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from ..config import ConfigError
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"model.adapter: {adapter} is not an adapter folder (no adapter_config.json in it); "
+                          "point it at RUN/adapter of a LoRA run")
+    return PeftModel.from_pretrained(model, adapter, is_trainable=True)
 
 
 def quantization_config(cfg: Config, spec: FamilySpec):
