@@ -45,7 +45,8 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
     # Every process takes part in the last validation and the save: under ZeRO-3 / FSDP the weights are sharded
     # and gathering them needs all ranks; the main process alone writes files.
     trainer.score_generations = None  # the held-out evaluation below generates once more, base and tuned
-    val_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    # A GRPO trainer has no validation set: its held-out samples are scored by generating, below.
+    val_loss = trainer.evaluate()["eval_loss"] if has_val and trainer.eval_dataset is not None else None
     trainer.save_model(str(saved))
     # Under FSDP and ZeRO-3 each forward gathers the weight shards of all processes, so every process generates
     # the held-out answers (transformers' synced_gpus keeps them in step); the main process alone writes them.

@@ -19,6 +19,7 @@ from ..config.rules import check_config
 from .arguments import training_arguments
 from .checkpoints import checkpoints
 from .finish import RunResult, finish, weights_dir
+from .grpo import grpo_trainer
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .lora import check_targets
 from .model import dtype_name, training_model
@@ -72,10 +73,11 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
         trainer = None
         try:
             with environ("TENSORBOARD_LOGGING_DIR", str(tensorboard)):  # read when the Trainer makes its callbacks
-                trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                     data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
-                                     max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
-                                     score_generations=scorer, train_lengths=lengths, trace_file=trace)
+                trainer = grpo_trainer(cfg, data, model, args, callbacks) if cfg.train.stage == "grpo" else \
+                    VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                               data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
+                               max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
+                               score_generations=scorer, train_lengths=lengths, trace_file=trace)
                 warn_if_engine_unused(trainer)
                 plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business
                 if args.should_log:
