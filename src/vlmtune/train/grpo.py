@@ -35,6 +35,11 @@ def grpo_trainer(cfg: Config, data: Prepared, model: torch.nn.Module, args: Trai
     and callbacks, sampling answers to the prompts of ``data.train`` and scoring them with the rewards."""
     from trl import GRPOTrainer
 
+    step = cfg.train.batch_size * cfg.train.grad_accum * args.world_size
+    if len(data.train_samples) < step:  # TRL's sampler would yield no batch at all: the run would train 0 steps
+        raise ConfigError(f"data.train has {len(data.train_samples)} samples, and a GRPO step takes {step} prompts "
+                          f"(train.batch_size {cfg.train.batch_size} x train.grad_accum {cfg.train.grad_accum} x "
+                          f"{args.world_size} processes); lower train.grad_accum or train.batch_size")
     references = References(data.renderer, data.train_samples)
     rewards = [references.reward_function(name) for name in reward_names(cfg)]
     return GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_arguments(cfg, args, data),
