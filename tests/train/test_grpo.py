@@ -91,17 +91,24 @@ def _rewards(run_dir) -> dict[int, tuple[float, float, float]]:
 
 
 @pytest.mark.slow  # trains in a subprocess, kills it and resumes, then trains again straight through
-def test_a_killed_grpo_run_resumes_with_the_same_samples_and_rewards(tmp_path, tiny_dir, data):
+def test_a_killed_grpo_run_resumes_with_the_same_samples_and_rewards(tmp_path, tiny_dir, data, monkeypatch):
+    # A reward that differs between the answers of an untrained model, so that every step learns something.
+    (tmp_path / "length_reward.py").write_text(
+        "def characters(examples):\n    return [len(e.prediction) / 10 for e in examples]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pythonpath = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+
     def config(name: str) -> str:
         return _config(tmp_path, tiny_dir("qwen2_5_vl"), data, name,
                        train={"max_steps": STEPS, "save_steps": SAVE_EVERY, "logging_steps": 1, "lr": 1e-2,
                               "seed": 5},
-                       grpo={"num_generations": 4, "max_new_tokens": 6, "rewards": ["iou", "format"]},
+                       grpo={"num_generations": 4, "max_new_tokens": 6, "rewards": ["length_reward:characters"]},
                        eval={"at_end": False})
 
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "vlmtune.cli.main", "train", config("killed")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": pythonpath})
     try:
         deadline = time.monotonic() + 300
         while not checkpoints(run / "checkpoints"):
