@@ -132,3 +132,23 @@ def test_a_killed_grpo_run_resumes_with_the_same_samples_and_rewards(tmp_path, t
     assert len({reference[s][0] for s in reference}) > 1, "every step had the same reward: nothing to compare"
     for s in range(step + 1, STEPS + 1):  # every step after the resume point
         assert after[s] == pytest.approx(reference[s], rel=1e-4, abs=1e-6), s
+
+
+@pytest.mark.slow  # a learning test: supervised fine-tuning, then GRPO, each with a held-out evaluation
+def test_grpo_with_the_iou_reward_raises_held_out_iou_above_the_sft_starting_point(tmp_path, tiny_dir):
+    data = make_grounding_data(tmp_path / "data", n_train=64, n_val=16, seed=1, size=56)
+    model = tiny_dir("qwen2_5_vl")
+    eval_section = {"task": "grounding", "compare_base": False, "max_new_tokens": 24}
+    # Supervised fine-tuning teaches the answer's form ({"bbox_2d": [x1, y1, x2, y2]}), not yet where the square is.
+    sft = train(load_config(_config(
+        tmp_path, model, data, "sft", data={"val": str(data["val"])}, lora={"r": 8}, eval=eval_section,
+        train={"stage": "sft", "max_steps": 80, "batch_size": 8, "lr": 3e-3, "scheduler": "constant", "seed": 1})))
+    grpo = train(load_config(_config(
+        tmp_path, model, data, "grpo", model={"adapter": str(sft.weights_dir)}, data={"val": str(data["val"])},
+        eval=eval_section, train={"max_steps": 24, "batch_size": 4, "lr": 3e-3, "scheduler": "constant",
+                                  "logging_steps": 4, "seed": 1},
+        grpo={"num_generations": 4, "temperature": 0.5, "max_new_tokens": 20, "rewards": ["iou", "format"]})))
+    before, after = sft.metrics["val_iou"], grpo.metrics["val_iou"]
+    assert after >= before + 0.1, (before, after)
+    rewards = _rewards(tmp_path / "grpo")
+    assert rewards[24][0] > rewards[4][0], rewards  # the mean reward rose during GRPO

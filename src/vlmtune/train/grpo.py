@@ -41,8 +41,13 @@ def grpo_trainer(cfg: Config, data: Prepared, model: torch.nn.Module, args: Trai
                           f"(train.batch_size {cfg.train.batch_size} x train.grad_accum {cfg.train.grad_accum} x "
                           f"{args.world_size} processes); lower train.grad_accum or train.batch_size")
     references = References(data.renderer, data.train_samples)
-    rewards = [references.reward_function(name) for name in reward_names(cfg)]
-    return GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_arguments(cfg, args, data),
+    names = reward_names(cfg)
+    rewards = [references.reward_function(name) for name in names]
+    grpo_args = grpo_arguments(cfg, args, data)
+    log.info("GRPO: %d answers sampled a prompt (temperature %g, up to %d tokens, %s), rewards %s",
+             cfg.grpo.num_generations, cfg.grpo.temperature, cfg.grpo.max_new_tokens,
+             "vLLM" if grpo_args.use_vllm else "transformers generate", ", ".join(names))
+    return GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_args,
                        train_dataset=prompt_dataset(data.renderer, data.train_samples),
                        processing_class=data.processor, callbacks=callbacks)
 
