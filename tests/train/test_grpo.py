@@ -18,8 +18,8 @@ from vlmtune.train import train
 from vlmtune.train.checkpoints import checkpoints, resolve_resume
 
 
-def _config(tmp_path, model_dir, data, name: str, **sections) -> str:
-    raw = {"model": {"path": str(model_dir)}, "data": {"train": str(data["train"])},
+def _config(tmp_path, model_dir, data_files, name: str, **sections) -> str:
+    raw = {"model": {"path": str(model_dir)}, "data": {"train": str(data_files["train"])},
            "train": {"stage": "grpo", "output_dir": str(tmp_path / name), "max_steps": 1, "batch_size": 2,
                      "progress": False, "report_to": "none"},
            "eval": {"task": "grounding"}}

@@ -63,7 +63,8 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
     metrics = {"train_loss": output.training_loss, "steps": output.global_step,
                "train_runtime_s": output.metrics.get("train_runtime"), "family": data.spec.name}
     if has_val:
-        metrics["val_loss"] = val_loss
+        if val_loss is not None:
+            metrics["val_loss"] = val_loss
         metrics.update(scores)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
