@@ -145,10 +145,10 @@ def test_grpo_with_the_iou_reward_raises_held_out_iou_above_the_sft_starting_poi
         train={"stage": "sft", "max_steps": 80, "batch_size": 8, "lr": 3e-3, "scheduler": "constant", "seed": 1})))
     grpo = train(load_config(_config(
         tmp_path, model, data, "grpo", model={"adapter": str(sft.weights_dir)}, data={"val": str(data["val"])},
-        eval=eval_section, train={"max_steps": 24, "batch_size": 4, "lr": 3e-3, "scheduler": "constant",
+        eval=eval_section, train={"max_steps": 12, "batch_size": 4, "lr": 3e-3, "scheduler": "constant",
                                   "logging_steps": 4, "seed": 1},
         grpo={"num_generations": 4, "temperature": 0.5, "max_new_tokens": 20, "rewards": ["iou", "format"]})))
     before, after = sft.metrics["val_iou"], grpo.metrics["val_iou"]
-    assert after >= before + 0.1, (before, after)
+    assert after >= before + 0.1, (before, after)  # measured: 0.046 -> 0.213
     rewards = _rewards(tmp_path / "grpo")
-    assert rewards[24][0] > rewards[4][0], rewards  # the mean reward rose during GRPO
+    assert rewards[12][0] > rewards[4][0], rewards  # the mean reward rose during GRPO
