@@ -19,13 +19,14 @@ from PIL import Image
 
 from tests.conftest import write_jsonl
 from vlmtune.config import load_config
-from vlmtune.config.schema import Config
+from vlmtune.config.schema import Config, LoraConfig
 from vlmtune.core.errors import ConfigError, UnknownFamilyError
 from vlmtune.data.convert import split
 from vlmtune.data.formats import read_dataset
 from vlmtune.data.settings import read_options
-from vlmtune.models import get_family
+from vlmtune.models import get_family, load_model
 from vlmtune.train import train
+from vlmtune.train.lora import apply_lora
 from vlmtune.train.model import quantization_config
 from vlmtune.train.run import check_runnable
 
@@ -145,6 +146,16 @@ SEEDS = {
         "train.batch_size": 1, "train.grad_accum": 8, "train.lr": 2e-4, "train.optimizer": "adamw_torch",
         "train.warmup_steps": 50, "train.scheduler": "cosine", "train.max_grad_norm": 1.0, "train.eval_epochs": 2,
         "eval.task": "grounding", "eval.max_new_tokens": 64,
+    }, _gui_events),
+    "qwen2_5_vl_7b_gui_grpo": Seed("qwen2_5_vl", {
+        "model.path": "Qwen/Qwen2.5-VL-7B-Instruct", "model.dtype": "bf16",
+        "model.adapter": "runs/qwen2_5_vl_7b_gui_lora/adapter",
+        "data.train": "data/gui/train.jsonl", "data.val": "data/gui/val.jsonl", "data.format": "auto",
+        "data.max_pixels": 1258291, "train.stage": "grpo", "train.output_dir": "runs/qwen2_5_vl_7b_gui_grpo",
+        "train.method": "lora", "train.epochs": 15, "train.batch_size": 1, "train.grad_accum": 16, "train.lr": 1e-6,
+        "train.weight_decay": 1e-2, "train.warmup_steps": 0, "train.max_grad_norm": 1.0,
+        "grpo.num_generations": 5, "grpo.temperature": 1.0, "grpo.beta": 1e-2, "grpo.max_new_tokens": 1024,
+        "grpo.rewards": ["click", "format"], "eval.task": "grounding", "eval.max_new_tokens": 64,
     }, _gui_events),
     "qwen2_vl_7b_chartqa": Seed("qwen2_vl", {
         "model.path": "Qwen/Qwen2-VL-7B-Instruct", "model.dtype": "bf16",
@@ -287,6 +298,10 @@ def test_recipe_trains_two_steps_on_the_tiny_model_of_its_family(name, tiny_dir,
         overrides["model.dtype"] = "fp32"  # bf16 autocast on CPU is slow and not what the recipe is for
     if seed.values["train.method"] == "qlora":
         overrides["train.method"] = "lora"  # 4-bit weights need CUDA; see the QLoRA test below
+    if seed.values.get("model.adapter"):  # the SFT run it continues: an adapter of the tiny model
+        overrides["model.adapter"] = _adapter(tiny_dir(spec.name), spec, tmp_path / "sft_adapter")
+    if seed.values.get("train.stage") == "grpo":  # a step of 16 prompts needs more than the 9 samples here
+        overrides.update({"grpo.max_new_tokens": 8, "train.grad_accum": 1})
     cfg = load_config(RECIPES / f"{name}.yaml", [f"{k}={v}" for k, v in overrides.items()])
 
     loaded, expected = _flat(cfg.model_dump(mode="json")), _expected(name)
@@ -295,7 +310,10 @@ def test_recipe_trains_two_steps_on_the_tiny_model_of_its_family(name, tiny_dir,
 
     result = train(cfg)
     assert result.metrics["steps"] == 2 and math.isfinite(result.metrics["train_loss"])
-    assert math.isfinite(result.metrics["val_loss"])
+    if cfg.train.stage == "sft":
+        assert math.isfinite(result.metrics["val_loss"])
+    else:  # a GRPO run has no validation loss, only the held-out evaluation
+        assert "val_loss" not in result.metrics
     adapter = json.loads((result.weights_dir / "adapter_config.json").read_text())
     assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (cfg.lora.r, cfg.lora.alpha,
                                                                               cfg.lora.dropout)
@@ -304,6 +322,13 @@ def test_recipe_trains_two_steps_on_the_tiny_model_of_its_family(name, tiny_dir,
         assert leaves == set(cfg.lora.targets)
     prefixes = spec.components["language"]
     assert all(module.startswith(prefixes) for module in adapter["target_modules"]), "adapter off the language model"
+
+
+def _adapter(model_dir: Path, spec, out: Path) -> Path:
+    """A LoRA adapter (r 8, the language model's linear layers) of the model in ``model_dir``, saved to ``out``."""
+    model = apply_lora(load_model(str(model_dir)), spec, LoraConfig())
+    model.save_pretrained(out)
+    return out
 
 
 @pytest.mark.parametrize("name", QLORA)

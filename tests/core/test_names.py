@@ -36,3 +36,13 @@ def test_config_validate_names_the_known_formats_and_metrics_from_core(tmp_path,
         f"  data.format: unknown data format 'xml'; known: auto, {', '.join(sorted(FORMAT_NAMES))}",
         f"  data.train: {tmp_path}/none.jsonl does not exist",
     ]
+
+
+def test_the_config_knows_exactly_the_built_in_rewards():
+    from vlmtune.core.names import REWARD_NAMES, TASK_REWARDS
+    from vlmtune.evaluate import rewards
+
+    assert set(REWARD_NAMES) == {*rewards._METRIC_OF, "format"}
+    assert set(TASK_REWARDS) == set(TASK_METRICS)
+    for task, names in TASK_REWARDS.items():
+        assert set(names) <= set(REWARD_NAMES), task

@@ -104,3 +104,22 @@ def test_report_renders_in_headless_chromium(report_inputs, tmp_path):
     for name, colour in COLOURS.items():
         hits = int((np.abs(pixels - np.array(colour)) <= 24).all(axis=-1).sum())
         assert hits >= 96 * 72 * 0.9, f"{name} thumbnail not rendered ({hits} px)"
+
+
+def test_report_of_a_grpo_run_shows_its_reward_curves(report_inputs):
+    out, metrics, predictions, log = report_inputs
+    log.write_text("".join(json.dumps(e) + "\n" for e in [
+        {"step": 5, "loss": 0.0, "reward": 0.25, "rewards/iou/mean": 0.125, "rewards/format/mean": 0.5},
+        {"step": 10, "loss": 0.01, "reward": 0.75, "rewards/iou/mean": 0.375, "rewards/format/mean": 1.0},
+        {"step": 10, "train_loss": 0.005}]))
+    page = write_report(out, metrics, predictions, log).read_text()
+    assert ('<h2>Reward</h2>\n<ul class="rewards"><li>reward: 0.250 at step 5 &rarr; 0.750 at step 10</li>'
+            "<li>iou: 0.125 at step 5 &rarr; 0.375 at step 10</li>"
+            "<li>format: 0.500 at step 5 &rarr; 1.000 at step 10</li></ul>") in page
+    assert 'alt="reward curves" src="data:image/png;base64,' in page
+
+
+def test_report_of_an_sft_run_has_no_reward_section(report_inputs):
+    out, metrics, predictions, log = report_inputs
+    page = write_report(out, metrics, predictions, log).read_text()
+    assert "<h2>Reward</h2>" not in page and "reward curves" not in page

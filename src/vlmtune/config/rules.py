@@ -3,12 +3,13 @@ validate`` both apply them, before anything heavy is imported."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.names import FORMAT_NAMES
+from ..core.names import FORMAT_NAMES, TASK_REWARDS
 from .schema import Config
 
 
@@ -34,7 +35,40 @@ def run_problems(cfg: Config) -> list[str]:
     if cfg.model.adapter and not t.method.trains_adapter:
         problems.append("model.adapter continues a LoRA adapter, but train.method is full (no adapter): use lora")
     problems += format_problems(cfg.data.format)
+    if t.stage == "grpo":
+        problems += grpo_problems(cfg)
     return problems
+
+
+def grpo_problems(cfg: Config) -> list[str]:
+    """Why ``cfg`` cannot run as a GRPO stage, one line each (empty when it can)."""
+    t, g = cfg.train, cfg.grpo
+    problems = []
+    if importlib.util.find_spec("trl") is None:
+        problems.append("train.stage grpo needs TRL: pip install 'vlmtune[rl]'")
+    for key in ("eval_steps", "eval_epochs", "early_stopping_patience"):
+        if getattr(t, key) is not None:
+            problems.append(f"train.{key}: a GRPO run validates once, at the end (the held-out evaluation of "
+                            "eval.at_end); remove it")
+    if t.best_by != "loss":
+        problems.append("train.best_by: a GRPO run keeps the newest checkpoints only; remove it")
+    if t.max_tokens_per_batch is not None:
+        problems.append("train.max_tokens_per_batch: GRPO batches are train.batch_size prompts x "
+                        "grpo.num_generations answers; remove it")
+    names = reward_names(cfg)
+    if not names:
+        problems.append(f"grpo.rewards: eval.task {cfg.eval.task} has no verifiable reward; name grpo.rewards")
+    if g.reward_weights is not None and len(g.reward_weights) != len(names):
+        problems.append(f"grpo.reward_weights has {len(g.reward_weights)} weight(s) for the {len(names)} rewards "
+                        f"{', '.join(names)}; give one weight per reward")
+    if g.use_vllm is True and importlib.util.find_spec("vllm") is None:
+        problems.append("grpo.use_vllm true: vllm is not installed (pip install vllm), or set it to auto")
+    return problems
+
+
+def reward_names(cfg: Config) -> list[str]:
+    """``grpo.rewards``, or the defaults of ``eval.task``."""
+    return list(cfg.grpo.rewards if cfg.grpo.rewards is not None else TASK_REWARDS[cfg.eval.task])
 
 
 def format_problems(name: Any) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from ..core.names import METRIC_NAMES, TASK_METRICS
+from ..core.names import METRIC_NAMES, TASK_METRICS, reward_problem
 from .method import Method
 
 
@@ -136,7 +136,8 @@ class TrainConfig(_Section):
     output_dir: str = "runs/run"
     stage: Literal["sft", "dpo", "grpo"] = "sft"
     """sft: supervised, next-token loss on the answers; dpo: preference tuning on chosen/rejected answer pairs
-    (TRL's DPOTrainer, settings in ``dpo``); grpo: reinforcement learning with verifiable rewards."""
+    (TRL's DPOTrainer, settings in ``dpo``); grpo: reinforcement fine-tuning on sampled answers scored by the
+    grpo.rewards (TRL's GRPOTrainer; start it from an SFT run's adapter, model.adapter)."""
     method: Method = Method.LORA
     """lora / dora (weight-decomposed LoRA) / qlora (LoRA over 4-bit weights, CUDA only): adapters on
     lora.targets; full: every weight of the components not frozen (see freeze) trains."""
@@ -267,6 +268,45 @@ class EvalConfig(_Section):
         return list(self.metrics or TASK_METRICS[self.task])
 
 
+class GrpoConfig(_Section):
+    """Group relative policy optimisation (train.stage grpo, TRL's GRPOTrainer): for each prompt of a batch the
+    model samples ``num_generations`` answers, each is scored by the rewards, and the answers better than their
+    group's mean are made more likely."""
+
+    num_generations: int = Field(default=4, ge=2)
+    """Answers sampled per prompt (the group); a batch holds train.batch_size prompts x this many answers."""
+    max_new_tokens: int = Field(default=64, gt=0)
+    """Longest sampled answer, in tokens."""
+    temperature: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=0.0, ge=0)
+    """Weight of the KL penalty towards the starting model (0, TRL's default: no reference model is kept)."""
+    rewards: list[str] | None = None
+    """Built-in rewards (iou, click, exact_match, relaxed_accuracy, anls, field_f1, format) or ``module:function``
+    for your own; None: the defaults of eval.task."""
+    reward_weights: list[float] | None = None
+    """Weight of each reward in the sum (None: 1 each)."""
+    use_vllm: Literal["auto"] | bool = "auto"
+    """Sample with vLLM (colocated with training); auto: when vllm is installed and a CUDA GPU is present."""
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, rewards: list[str] | None) -> list[str] | None:
+        problems = [p for p in (reward_problem(name) for name in rewards or ()) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        if rewards is not None and not rewards:
+            raise ValueError("no reward named; name at least one (or leave grpo.rewards out for eval.task's)")
+        return rewards
+
+    @model_validator(mode="after")
+    def _one_weight_each(self) -> GrpoConfig:
+        if self.reward_weights is not None and self.rewards is not None \
+                and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"grpo.reward_weights has {len(self.reward_weights)} weight(s) for "
+                             f"{len(self.rewards)} grpo.rewards; give one weight per reward")
+        return self
+
+
 class Config(_Section):
     model: ModelConfig
     data: DataConfig
@@ -276,6 +316,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     dpo: DpoConfig = DpoConfig()
     eval: EvalConfig = EvalConfig()
+    grpo: GrpoConfig = GrpoConfig()
 
     @model_validator(mode="after")
     def _best_by_a_scored_metric(self) -> Config:

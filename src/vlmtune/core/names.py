@@ -4,6 +4,8 @@ data formats. Plain data, so the config checks them without importing the regist
 
 from __future__ import annotations
 
+import re
+
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "vqa": ("exact_match", "vqa_accuracy"),
     "chart_qa": ("relaxed_accuracy", "exact_match"),
@@ -26,6 +28,29 @@ FORMAT_NAMES: tuple[str, ...] = (
     "sharegpt_preference", "table",
 )
 """Every reader ``vlmtune.data.formats`` registers (``data.format``, besides ``auto``)."""
+
+
+REWARD_NAMES: tuple[str, ...] = ("anls", "click", "exact_match", "field_f1", "format", "iou", "relaxed_accuracy")
+"""The built-in rewards of ``vlmtune.evaluate.rewards`` (``grpo.rewards``)."""
+
+TASK_REWARDS: dict[str, tuple[str, ...]] = {
+    "vqa": ("exact_match",),
+    "chart_qa": ("relaxed_accuracy", "format"),
+    "doc_vqa": ("anls",),
+    "extraction": ("field_f1", "format"),
+    "grounding": ("iou", "format"),
+    "caption": (),
+}
+"""Default rewards of each eval.task; captions have no verifiable reward."""
+
+_USER_REWARD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def reward_problem(name: str) -> str | None:
+    """Why ``name`` is neither a built-in reward nor ``module:function``; None where it is one."""
+    if name in REWARD_NAMES or _USER_REWARD.match(name):
+        return None
+    return f"unknown reward {name!r}; built-in: {', '.join(REWARD_NAMES)}, or your own as module:function"
 
 
 def require_name(name: str, known: tuple[str, ...], what: str) -> None:

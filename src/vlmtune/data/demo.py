@@ -59,3 +59,32 @@ def make_demo_data(out_dir: str | Path, n_train: int = 600, n_val: int = 100, se
         paths[split] = out / f"{split}.jsonl"
         paths[split].write_text("".join(json.dumps(r) + "\n" for r in records))
     return paths
+
+
+def make_grounding_data(out_dir: str | Path, n_train: int = 200, n_val: int = 50, seed: int = 0,
+                        size: int = SIZE) -> dict[str, Path]:
+    """A grounding task: one coloured square of random side and place on a blank image, asked for its box (the
+    answer is the square's box, in pixels). Writes ``train.jsonl`` / ``val.jsonl`` (messages format) to
+    ``out_dir``."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = {}
+    for split, n in (("train", n_train), ("val", n_val)):
+        records = []
+        for i in range(n):
+            colour = rng.choice(list(COLOURS))
+            side = rng.randint(size // 4, size * 3 // 5)
+            x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
+            image = Image.new("RGB", (size, size), (245, 245, 245))
+            ImageDraw.Draw(image).rectangle((x0, y0, x0 + side - 1, y0 + side - 1), fill=COLOURS[colour])
+            name = f"images/{split}_box_{i:04d}.png"
+            image.save(out / name)
+            records.append({"messages": [
+                {"role": "user", "content": [{"type": "image", "image": name},
+                                             {"type": "text", "text": f"Where is the {colour} square?"}]},
+                {"role": "assistant", "content": [{"type": "box", "box": [x0, y0, x0 + side, y0 + side]}]},
+            ]})
+        paths[split] = out / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in records))
+    return paths

@@ -44,7 +44,7 @@ class Renderer:
 
     def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template writes it; boxes and points in the family's grounding syntax."""
-        ground = self._grounder(sample) if sample.has_grounding else None
+        ground = self.grounder(sample) if sample.has_grounding else None
         chat = sample.to_chat(ground=ground)
         end, replaced = self.spec.turn_end, self.spec.turn_end_replaces
         if replaced is not None:
@@ -56,7 +56,7 @@ class Renderer:
 
     def message_text(self, sample: Sample, index: int) -> str:
         """Message ``index`` of ``sample`` as the model should write it (boxes in the family's syntax)."""
-        ground = self._grounder(sample) if sample.has_grounding else None
+        ground = self.grounder(sample) if sample.has_grounding else None
         return "".join(part["text"] for part in sample.to_chat(ground=ground)[index]["content"]
                        if part["type"] == "text")
 
@@ -92,7 +92,7 @@ class Renderer:
             return None
         return factor, min_pixels, max_pixels
 
-    def _grounder(self, sample: Sample) -> Callable[[GroundingPart], str]:
+    def grounder(self, sample: Sample) -> Callable[[GroundingPart], str]:
         """Writes a box or point of ``sample`` in the family's syntax, for :meth:`Sample.to_chat`."""
         convention, parts = self.spec.grounding, sample.image_parts
         paths = [p.path for p in parts]

@@ -53,6 +53,7 @@ def write_report(out_dir: Path, metrics: dict, predictions: list[dict], loss_log
     body = [f"<h1>{_esc(title)}</h1>", _header(metrics, len(predictions)), _metric_table(table, sides)]
     if loss_log is not None:
         body.append(_loss_section(Path(loss_log)))
+        body.append(_reward_section(Path(loss_log)))
     body.append(_gallery(predictions, names[0] if names else None, sides))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
@@ -169,6 +170,65 @@ def _loss_section(path: Path) -> str:
     if png is None:
         return ""
     return f'<h2>Loss</h2>\n<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def read_rewards(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Mean reward per logged step of a GRPO run's metrics.jsonl: ``{"reward": [(step, mean), ...], name: ...}``
+    with the sum of the weighted rewards under ``reward`` and each reward's own mean under its name; empty for a
+    run without rewards."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return curves
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a run killed mid-write leaves a partial last line
+            continue
+        if not isinstance(entry, dict) or _number(entry.get("step")) is None:
+            continue
+        for key, value in entry.items():
+            name = "reward" if key == "reward" else key[len("rewards/"):-len("/mean")] \
+                if key.startswith("rewards/") and key.endswith("/mean") else None
+            if name is not None and _number(value) is not None:
+                curves.setdefault(name, []).append((entry["step"], value))
+    return curves
+
+
+def reward_curve_png(curves: dict[str, list[tuple[float, float]]]) -> bytes:
+    """The curves of :func:`read_rewards` against step, as PNG bytes. Raises ImportError without matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, points in curves.items():
+        ax.plot(*zip(*points, strict=True), "-" if name == "reward" else "--", label=name, markersize=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _reward_section(path: Path) -> str:
+    curves = read_rewards(path)
+    if not curves:
+        return ""
+    lines = "".join(f"<li>{_esc(name)}: {_fmt(points[0][1])} at step {points[0][0]} &rarr; {_fmt(points[-1][1])} "
+                    f"at step {points[-1][0]}</li>" for name, points in curves.items())
+    section = f'<h2>Reward</h2>\n<ul class="rewards">{lines}</ul>'
+    try:
+        png = reward_curve_png(curves)
+    except ImportError:
+        return section + ('\n<p class="note">No reward plot: matplotlib is not installed '
+                          "(pip install 'vlmtune[report]').</p>")
+    return section + f'\n<img alt="reward curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _b64(buf: io.BytesIO) -> str:

@@ -92,7 +92,7 @@ def compare(model: torch.nn.Module, renderer: Renderer, samples: list[Sample], m
             answers["base"] = generate(model, renderer, prompts, max_new_tokens, batch_size, progress)
     sides = [side for side in SIDES if side in answers]
 
-    examples = {side: [_example(answers[side][i], references[i], grounding[i], samples[i], renderer)
+    examples = {side: [example_of(answers[side][i], references[i], grounding[i], samples[i], renderer)
                        for i in range(len(samples))] for side in sides}
     table: dict[str, dict[str, float]] = {}
     per_sample: dict[str, dict[str, list]] = {}
@@ -141,7 +141,9 @@ def check_references(renderer: Renderer, samples: list[Sample], metrics: list[st
                                   "choose other eval.metrics")
 
 
-def _example(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:
+def example_of(prediction: str, reference: str, ref_grounding: tuple, sample: Sample, renderer: Renderer) -> Example:
+    """``prediction`` of ``sample`` as the metrics score it: its boxes and points parsed with the family's grounding
+    syntax into pixels of the original image, beside the reference's (``ref_grounding``)."""
     others = sample.meta.get("other_answers") or []
     references = (reference, *(a for a in others if isinstance(a, str)))
     if not ref_grounding or not renderer.spec.has_grounding:

@@ -47,7 +47,8 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
     # Every process takes part in the last validation and the save: under ZeRO-3 / FSDP the weights are sharded
     # and gathering them needs all ranks; the main process alone writes files.
     trainer.score_generations = None  # the held-out evaluation below generates once more, base and tuned
-    val_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    # A GRPO trainer has no validation set: its held-out samples are scored by generating, below.
+    val_loss = trainer.evaluate()["eval_loss"] if has_val and trainer.eval_dataset is not None else None
     trainer.save_model(str(saved))
     # Under FSDP and ZeRO-3 each forward gathers the weight shards of all processes, so every process generates
     # the held-out answers (transformers' synced_gpus keeps them in step); the main process alone writes them.
@@ -64,7 +65,8 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
     metrics = {"train_loss": output.training_loss, "steps": output.global_step,
                "train_runtime_s": output.metrics.get("train_runtime"), "family": data.spec.name}
     if has_val:
-        metrics["val_loss"] = val_loss
+        if val_loss is not None:
+            metrics["val_loss"] = val_loss
         metrics.update(scores)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))

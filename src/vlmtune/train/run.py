@@ -21,6 +21,7 @@ from .arguments import training_arguments
 from .checkpoints import checkpoints
 from .dpo import dpo_trainer
 from .finish import RunResult, finish, weights_dir
+from .grpo import grpo_trainer
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .lora import check_targets
 from .model import dtype_name, training_model
@@ -41,6 +42,9 @@ from .trainer_inputs import (
 )
 
 log = logging.getLogger("vlmtune")
+
+TRL_STAGES = {"dpo": dpo_trainer, "grpo": grpo_trainer}
+"""train.stage -> the builder of its TRL trainer (sft trains with :class:`VlmTrainer`)."""
 
 
 def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force: bool = False) -> RunResult:
@@ -74,12 +78,14 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
         trainer = None
         try:
             with environ("TENSORBOARD_LOGGING_DIR", str(tensorboard)):  # read when the Trainer makes its callbacks
-                trainer = dpo_trainer(cfg, data, model, args, callbacks) if cfg.train.stage == "dpo" else \
-                    VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                               data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
-                               max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
-                               packed=cfg.train.packing,
-                               score_generations=scorer, train_lengths=lengths, trace_file=trace)
+                if cfg.train.stage in TRL_STAGES:  # TRL's trainer over the same model, arguments and callbacks
+                    trainer = TRL_STAGES[cfg.train.stage](cfg, data, model, args, callbacks)
+                else:
+                    trainer = VlmTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                                         data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
+                                         max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
+                                         packed=cfg.train.packing, score_generations=scorer, train_lengths=lengths,
+                                         trace_file=trace)
                 warn_if_engine_unused(trainer)
                 plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business
                 if args.should_log:
