@@ -18,7 +18,7 @@ from vlmtune.data import Renderer
 from vlmtune.data.check import TOO_LONG, check_dataset, content_key
 from vlmtune.data.formats.write import sample_to_record
 from vlmtune.data.render import SEQUENCE_KEYS, load_image
-from vlmtune.evaluate.run import _example
+from vlmtune.evaluate.run import example_of
 from vlmtune.models import get_family, load_processor
 from vlmtune.train import train
 from vlmtune.train.prepare import checked_report
@@ -142,7 +142,7 @@ def test_boxes_of_a_shrunk_image_are_written_at_its_model_size_and_parse_back(tm
     [box] = spec.grounding.parse(answer, BIG, model)
     assert box.box == pytest.approx((30, 40, 270, 180), abs=2) and box.label == "cat"
     # Evaluation reads a prediction back at the size the model was shown, too.
-    example = _example(answer, answer, (BoxPart((30, 40, 270, 180), 0, "cat"),), sample, renderer)
+    example = example_of(answer, answer, (BoxPart((30, 40, 270, 180), 0, "cat"),), sample, renderer)
     assert example.pred_grounding[0].box == pytest.approx((30, 40, 270, 180), abs=2)
 
 

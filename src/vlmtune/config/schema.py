@@ -1,20 +1,19 @@
-"""The typed run configuration. Defaults live here and only here; unknown keys are errors."""
+"""The typed run configuration. Defaults live here (the dpo and grpo sections in stages.py) and only there;
+unknown keys are errors."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from ..core.names import METRIC_NAMES, TASK_METRICS, reward_problem
+from ..core.names import METRIC_NAMES, TASK_METRICS
 from .method import Method
+from .section import Section
+from .stages import DpoConfig, GrpoConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     path: str
     """Hub id or local folder of the checkpoint (the same loading code for both)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -29,7 +28,7 @@ class ModelConfig(_Section):
     replace ``lora.*``. None: new adapters from ``lora``."""
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     train: str
     val: str | None = None
     format: str = "auto"
@@ -84,7 +83,7 @@ class DataConfig(_Section):
 ComponentTargets = Literal["all-linear", "full"] | list[str]
 
 
-class LoraConfig(_Section):
+class LoraConfig(Section):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -104,7 +103,7 @@ class LoraConfig(_Section):
                 "projector": targets.get("projector", [])}
 
 
-class QuantizationConfig(_Section):
+class QuantizationConfig(Section):
     """4-bit weights of the language model for QLoRA (bitsandbytes; CUDA only)."""
 
     components: list[Literal["language", "vision", "projector"]] = ["language"]
@@ -122,7 +121,7 @@ class QuantizationConfig(_Section):
         return self
 
 
-class FreezeConfig(_Section):
+class FreezeConfig(Section):
     """Components whose own weights stay fixed in full fine-tuning. With LoRA, every component without an
     adapter is frozen unless ``lora.targets`` says ``full`` for it or its switch here is false."""
 
@@ -132,7 +131,7 @@ class FreezeConfig(_Section):
     language: bool = False
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     output_dir: str = "runs/run"
     stage: Literal["sft", "dpo", "grpo"] = "sft"
     """sft: supervised, next-token loss on the answers; dpo: preference tuning on chosen/rejected answer pairs
@@ -216,31 +215,11 @@ class TrainConfig(_Section):
         return self
 
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
-"""dpo.loss_type values: the losses of TRL's DPOTrainer."""
-
-
-class DpoConfig(_Section):
-    """Preference tuning (``train.stage: dpo``)."""
-
-    beta: float = Field(default=0.1, gt=0)
-    """How far the tuned model may move from the reference: higher keeps it closer."""
-    loss_type: Literal[DPO_LOSSES] = "sigmoid"  # type: ignore[valid-type]
-    """sigmoid: the DPO loss; ipo, hinge, robust, ...: TRL's variants."""
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
-    """Probability that a pair's preference is flipped (robust, exo_pair losses)."""
-    reference: Literal["start", "base"] = "start"
-    """The model the tuned one is held close to. start: the model as the run starts (the base checkpoint, or
-    ``model.adapter`` on it, kept as a frozen copy of that adapter); base: the checkpoint without any adapter. With
-    LoRA and no ``model.adapter`` both are the model with its adapters switched off: no second copy."""
-
-
 TASKS = tuple(TASK_METRICS)
 """eval.task values: the tasks `vlmtune.core.names.TASK_METRICS` gives default metrics for."""
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     task: Literal[TASKS] = "vqa"  # type: ignore[valid-type]
     """Picks the default metrics: vqa (exact match, VQA accuracy), chart_qa (relaxed accuracy), doc_vqa (ANLS),
     extraction (JSON field F1, tree accuracy), grounding (IoU, accuracy@0.5, click accuracy), caption (BLEU-4,
@@ -268,46 +247,7 @@ class EvalConfig(_Section):
         return list(self.metrics or TASK_METRICS[self.task])
 
 
-class GrpoConfig(_Section):
-    """Group relative policy optimisation (train.stage grpo, TRL's GRPOTrainer): for each prompt of a batch the
-    model samples ``num_generations`` answers, each is scored by the rewards, and the answers better than their
-    group's mean are made more likely."""
-
-    num_generations: int = Field(default=4, ge=2)
-    """Answers sampled per prompt (the group); a batch holds train.batch_size prompts x this many answers."""
-    max_new_tokens: int = Field(default=64, gt=0)
-    """Longest sampled answer, in tokens."""
-    temperature: float = Field(default=1.0, gt=0)
-    beta: float = Field(default=0.0, ge=0)
-    """Weight of the KL penalty towards the starting model (0, TRL's default: no reference model is kept)."""
-    rewards: list[str] | None = None
-    """Built-in rewards (iou, click, exact_match, relaxed_accuracy, anls, field_f1, format) or ``module:function``
-    for your own; None: the defaults of eval.task."""
-    reward_weights: list[float] | None = None
-    """Weight of each reward in the sum (None: 1 each)."""
-    use_vllm: Literal["auto"] | bool = "auto"
-    """Sample with vLLM (colocated with training); auto: when vllm is installed and a CUDA GPU is present."""
-
-    @field_validator("rewards")
-    @classmethod
-    def _known_rewards(cls, rewards: list[str] | None) -> list[str] | None:
-        problems = [p for p in (reward_problem(name) for name in rewards or ()) if p]
-        if problems:
-            raise ValueError("; ".join(problems))
-        if rewards is not None and not rewards:
-            raise ValueError("no reward named; name at least one (or leave grpo.rewards out for eval.task's)")
-        return rewards
-
-    @model_validator(mode="after")
-    def _one_weight_each(self) -> GrpoConfig:
-        if self.reward_weights is not None and self.rewards is not None \
-                and len(self.reward_weights) != len(self.rewards):
-            raise ValueError(f"grpo.reward_weights has {len(self.reward_weights)} weight(s) for "
-                             f"{len(self.rewards)} grpo.rewards; give one weight per reward")
-        return self
-
-
-class Config(_Section):
+class Config(Section):
     model: ModelConfig
     data: DataConfig
     lora: LoraConfig = LoraConfig()
