@@ -218,7 +218,7 @@ def test_config_validate_lists_every_problem_at_once(tmp_path, tiny_dir, capsys)
         "click_accuracy, exact_match, field_f1, iou, relaxed_accuracy, rouge_l, tree_accuracy, vqa_accuracy "
         "(got ['accuracy'])",
         "  data.format: unknown data format 'jsonl'; known: auto, gui_events, hf, llamafactory, llava, messages, "
-        "qwen_tags, sharegpt, table",
+        "preference, qwen_tags, rlhf_v, sharegpt, sharegpt_preference, table",
         f"  data.train: {tmp_path / 'missing.jsonl'} does not exist",
         f"  model.path: folder {tmp_path / 'no-model'} does not exist (and is not a hub id like org/name)",
     ]
