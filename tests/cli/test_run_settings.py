@@ -237,7 +237,7 @@ def test_config_validate_applies_the_training_rules_and_says_ok(tmp_path, tiny_d
         "  train.save_steps (3) must be a multiple of train.eval_steps (2) so the best checkpoint by validation loss "
         "can be kept",
         "  data.format: unknown data format 'tabel'; known: auto, gui_events, hf, llamafactory, llava, messages, "
-        "qwen_tags, sharegpt, table"]
+        "preference, qwen_tags, rlhf_v, sharegpt, sharegpt_preference, table"]
     assert main(["config", "validate", str(config)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{config}: ok",
