@@ -12,6 +12,7 @@ import sys
 import pytest
 from transformers import TrainerCallback
 
+import vlmtune.models as models_module
 import vlmtune.train.model as model_module
 import vlmtune.train.prepare as prepare_module
 import vlmtune.train.run as run_module
@@ -73,7 +74,7 @@ def test_a_second_run_into_the_folder_is_refused_before_data_or_weights_are_read
     def not_now(*args, **kwargs):
         raise AssertionError("read data or weights before refusing the folder")
 
-    for module, name in ((prepare_module, "check_dataset"), (prepare_module, "load_processor"),
+    for module, name in ((prepare_module, "check_dataset"), (models_module, "load_processor"),
                          (model_module, "load_model")):
         monkeypatch.setattr(module, name, not_now)
     capsys.readouterr()
