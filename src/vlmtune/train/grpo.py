@@ -25,6 +25,7 @@ from ..data import Renderer
 from ..data.images import load_image
 from ..evaluate.rewards import Reward, reward
 from ..evaluate.run import example_of
+from ..models.answers import AnswerText
 from .prepare import Prepared
 
 log = logging.getLogger("vlmtune")
@@ -127,6 +128,9 @@ class References:
 
     def __init__(self, renderer: Renderer, samples: Sequence[Sample]):
         self.renderer, self.samples = renderer, samples
+        # TRL decodes with skip_special_tokens, which drops grounding tokens (Qwen2-VL's <|box_start|>): the
+        # rewards read the sampled token ids themselves, as evaluation decodes them.
+        self.answer_text = AnswerText(renderer.processor.tokenizer, renderer.spec.answer_tokens)
         self._texts: dict[int, tuple[str, tuple]] = {}
 
     def reference(self, index: int) -> tuple[str, tuple]:
@@ -153,8 +157,10 @@ class References:
         except ValueError as e:
             raise ConfigError(f"grpo.rewards: {e}") from None
 
-        def reward_function(completions: list, sample_index: list[int], **_: Any) -> list[float | None]:
-            answers = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        def reward_function(completions: list, sample_index: list[int], completion_ids: list | None = None,
+                            **_: Any) -> list[float | None]:
+            answers = [self.answer_text(ids) for ids in completion_ids] if completion_ids is not None else \
+                [c[0]["content"] if isinstance(c, list) else c for c in completions]
             scores = list(score(self.examples(answers, sample_index)))
             if len(scores) != len(answers):
                 raise ValueError(f"reward {name} returned {len(scores)} scores for {len(answers)} answers")
