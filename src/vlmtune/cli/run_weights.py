@@ -35,10 +35,10 @@ class Weights:
 
 
 def weights_for(settings: Settings, args: argparse.Namespace, say: bool = True) -> Weights:
-    """The weights for ``settings`` resolved from ``args`` (``model``, ``adapter``); with ``say``, one line on
-    stderr names them."""
+    """The weights for ``settings`` resolved from ``args`` (``model``, ``adapter``). With ``say``, one line on
+    stderr names them when a run config is followed (without one, the command line names them already)."""
     weights = _choose(settings, args)
-    if say:
+    if say and settings.source is not None:
         print(weights.describe(), file=sys.stderr)
     return weights
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import TrainerCallback, TrainingArguments
 
 from ..config import Config
@@ -22,7 +21,6 @@ from ..config.rules import reward_names
 from ..core.errors import ConfigError
 from ..core.sample import BoxPart, ImagePart, PointPart, Sample, TextPart
 from ..data import Renderer
-from ..data.images import load_image
 from ..evaluate.rewards import Reward, reward
 from ..evaluate.run import example_of
 from ..models.answers import AnswerText
@@ -87,7 +85,7 @@ def prompt_dataset(renderer: Renderer, samples: Sequence[Sample]):
     rows = [{"prompt": _prompt_chat(renderer, s), "sample_index": i} for i, s in enumerate(samples)]
 
     def with_images(batch: dict[str, list]) -> dict[str, list]:
-        batch["images"] = [_shown_images(renderer, samples[i]) for i in batch["sample_index"]]
+        batch["images"] = [renderer.shown_images(samples[i]) for i in batch["sample_index"]]
         return batch
 
     dataset = Dataset.from_list(rows)
@@ -110,16 +108,6 @@ def _prompt_chat(renderer: Renderer, sample: Sample) -> list[dict[str, Any]]:
                 content.append({"type": "text", "text": ground(part)})
         chat.append({"role": message.role, "content": content})
     return chat
-
-
-def _shown_images(renderer: Renderer, sample: Sample) -> list[Image.Image]:
-    # As the Renderer shows them in training: a part's own size (a shrunk image) first, then data.image_size.
-    images = []
-    for part in sample.image_parts:
-        image, size = load_image(part.path), part.size or renderer.image_size
-        images.append(image if size is None or image.size == tuple(size)
-                      else image.resize(tuple(size), Image.Resampling.BICUBIC))
-    return images
 
 
 class References:
