@@ -51,6 +51,28 @@ def test_eval_next_to_a_run_adapter_reproduces_the_runs_own_evaluation(run, tmp_
     assert any(r["base"] != r["tuned"] for r in rows)
 
 
+def test_eval_of_the_run_config_scores_the_runs_own_weights(run, tmp_path, capsys):
+    """`vlmtune eval --config RUN/config.yaml` loads RUN/adapter (it used to score the base as the tuned model)."""
+    run_dir, _ = run
+    base = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["path"]
+    capsys.readouterr()
+    assert main(["eval", "--config", str(run_dir / "config.yaml"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert f"weights: adapter {run_dir / 'adapter'} on {base} (the weights of the run {run_dir})\n" in \
+        capsys.readouterr().err
+    in_run, standalone = (json.loads((d / "metrics.json").read_text()) for d in (run_dir / "eval", tmp_path / "out"))
+    assert standalone == in_run
+    rows = _rows(tmp_path / "out" / "predictions.jsonl")
+    assert rows == _rows(run_dir / "eval" / "predictions.jsonl") and any(r["base"] != r["tuned"] for r in rows)
+    # The run folder stands for its config; --model says to score that model as it is.
+    assert main(["eval", "--config", str(run_dir), "-o", str(tmp_path / "folder"), "--no-progress",
+                 "--no-compare-base"]) == 0
+    assert [r["tuned"] for r in _rows(tmp_path / "folder" / "predictions.jsonl")] == [r["tuned"] for r in rows]
+    assert main(["eval", "--config", str(run_dir), "--model", base, "-o", str(tmp_path / "base"), "--no-progress",
+                 "--no-compare-base"]) == 0
+    assert f"weights: {base} (--model, no adapter)\n" in capsys.readouterr().err
+    assert [r["tuned"] for r in _rows(tmp_path / "base" / "predictions.jsonl")] == [r["base"] for r in rows]
+
+
 def test_the_runs_settings_change_the_answers(run, tmp_path):
     """What eval did before it followed the run (system prompt ignored, 64 new tokens, fp32 weights) gives other
     answers than the run's evaluation in this setup, so the test above would catch it."""
@@ -72,6 +94,17 @@ def test_predict_answers_as_the_runs_evaluation_did(run, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == row["tuned"]
     assert "following the run config" in captured.err
+
+
+def test_predict_with_the_run_config_answers_with_the_runs_weights(run, capsys):
+    run_dir, _ = run
+    row = next(r for r in _rows(run_dir / "eval" / "predictions.jsonl") if r["base"] != r["tuned"])
+    capsys.readouterr()
+    assert main(["predict", "--config", str(run_dir / "config.yaml"), "--image", row["images"][0],
+                 "--prompt", row["prompt"]]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == row["tuned"]
+    assert f"weights: adapter {run_dir / 'adapter'} on " in captured.err
 
 
 def test_eval_loads_the_weights_in_the_runs_dtype(run, tmp_path, monkeypatch):
@@ -180,6 +213,11 @@ def test_eval_of_a_full_fine_tune_compares_with_the_checkpoint_the_run_started_f
     assert standalone["metrics"] == in_run["metrics"] and standalone["n"] == in_run["n"] == 3
     rows = _rows(tmp_path / "out" / "predictions.jsonl")
     assert rows == _rows(tmp_path / "run" / "eval" / "predictions.jsonl") and {"base", "tuned"} <= rows[0].keys()
+    # Following the run's config alone loads RUN/model, compared with the checkpoint in its model.path.
+    assert main(["eval", "--config", str(tmp_path / "run" / "config.yaml"), "-o", str(tmp_path / "by_config"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "by_config" / "metrics.json").read_text()) == standalone
+    assert _rows(tmp_path / "by_config" / "predictions.jsonl") == rows
 
 
 def _cli_in_subprocess(tmp_path, *argv: str) -> tuple[str, str]:

@@ -41,7 +41,8 @@ def test_names_and_answers_equal_predict(engine_and_run, tiny_dir, shape_image, 
     answers = {name: engine.chat(name, question(shape_image), MAX_NEW_TOKENS) for name in engine.model_names()}
     system = "data.system=Answer in one word."
     assert answers["tuned"] == vlmtune_predict(capsys, shape_image, "--adapter", str(run / "adapter"), system)
-    assert answers[base] == vlmtune_predict(capsys, shape_image, "--config", str(run / "config.yaml"), system)
+    assert answers[base] == vlmtune_predict(capsys, shape_image, "--config", str(run / "config.yaml"),
+                                            "--model", str(tiny_dir("qwen2_5_vl")), system)
     assert answers["tuned"] != answers[base]
 
 
@@ -69,3 +70,21 @@ def test_unknown_name(engine_and_run, shape_image):
     with pytest.raises(RequestError, match=r"^model 'other' is not served here; served: .*, tuned$") as e:
         engine.chat("other", question(shape_image))
     assert e.value.param == "model"
+
+
+def test_a_qwen2_vl_box_answer_keeps_its_tokens(tiny_dir, shape_image):
+    """What the server answers for a Qwen2-VL box is transformers' ``decode(..., skip_special_tokens=False)`` of
+    the generated tokens less the end of turn: the box tokens stay, so a client can parse the box."""
+    import torch
+
+    engine = Engine.load(str(tiny_dir("qwen2_vl")))
+    try:
+        tokenizer = engine.worker.tokenizer
+        answer = "<|object_ref_start|>square<|object_ref_end|><|box_start|>(10,20),(300,400)<|box_end|>"
+        written = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        engine.worker.model.generate = lambda input_ids, **_: torch.cat(
+            [input_ids, torch.tensor([written] * len(input_ids))], dim=1)
+        assert tokenizer.decode(written, skip_special_tokens=False) == answer + "<|im_end|>"
+        assert engine.chat(tiny_dir("qwen2_vl").name, question(shape_image), 32) == answer
+    finally:
+        engine.close()

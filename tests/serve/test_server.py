@@ -63,8 +63,9 @@ def test_image_answer_equals_predict(served, client, capsys, name):
     image = served["image"]
     model = {"base": served["base"].name}.get(name, name)
     reply = ask(client, model, image_messages(data_uri(image)))
-    # The base follows the first adapter's run config, as `vlmtune eval` compares base and tuned on one config.
-    args = {"base": ["--config", str(served["run_a"] / "config.yaml")],
+    # The base follows the first adapter's run config, as `vlmtune eval` compares base and tuned on one config;
+    # --model says to answer with the base rather than the run's weights.
+    args = {"base": ["--config", str(served["run_a"] / "config.yaml"), "--model", str(served["base"])],
             "a": ["--adapter", str(served["run_a"] / "adapter")],
             "run_b": ["--adapter", str(served["run_b"] / "adapter")]}[name]
     expected = vlmtune_predict(capsys, image, *args)

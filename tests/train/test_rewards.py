@@ -58,6 +58,22 @@ def test_qwen3_vl_rewards_read_boxes_on_the_0_1000_grid(tmp_path, tiny_dir):
     assert refs.reward_function("format")(completions=answers, sample_index=index) == [1, 1, 1, 0]
 
 
+def test_qwen2_vl_rewards_read_the_box_tokens_of_the_sampled_ids(tmp_path, tiny_dir):
+    """TRL hands the rewards answers decoded with skip_special_tokens, without Qwen2-VL's box tokens; the rewards
+    decode the sampled token ids (``completion_ids``) keeping them."""
+    refs = _references(tmp_path, tiny_dir, "qwen2_vl", [BOX])
+    reference = refs.reference(0)[0]
+    assert reference == "<|box_start|>(500,500),(1000,1000)<|box_end|>"
+    tokenizer = refs.renderer.processor.tokenizer
+    sampled = [tokenizer.encode(text, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+               for text in (reference, "<|box_start|>(500,500),(750,1000)<|box_end|>", "left")]
+    as_trl_decodes = _answers(*tokenizer.batch_decode(sampled, skip_special_tokens=True))
+    assert as_trl_decodes[0][0]["content"] == "(500,500),(1000,1000)"
+    iou = refs.reward_function("iou")
+    assert iou(completions=as_trl_decodes, sample_index=[0, 0, 0], completion_ids=sampled) == [1.0, 0.5, 0.0]
+    assert iou(completions=as_trl_decodes, sample_index=[0, 0, 0]) == [0.0, 0.0, 0.0]  # what that text scores
+
+
 def test_text_rewards_score_each_answer_against_its_own_sample(tmp_path, tiny_dir):
     refs = _references(tmp_path, tiny_dir, "qwen2_5_vl", ["Red", "42", '{"total": "4.20", "items": 2}'])
     iou = refs.reward_function("iou")

@@ -57,31 +57,33 @@ CHECK_OPTIONS = (*READ_OPTIONS, "model", "max_length", "on_too_long", "min_pixel
 
 
 def predict(args: argparse.Namespace) -> int:
+    from .run_weights import weights_for
     from .settings import resolve
 
     settings = resolve(args, PREDICT_OPTIONS)
-    model_path = settings.require_model()
+    weights = weights_for(settings, args)
     question = args.prompt or settings.cfg.data.prompt
     if not question:
         raise ConfigError("--prompt is required (the run config has no data.prompt)")
     from ..evaluate.predict import predict as answer
 
-    print(answer(model_path, settings.cfg, args.image, question, args.adapter))
+    print(answer(weights.model, settings.cfg, args.image, question, weights.adapter))
     return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from .run_weights import weights_for
     from .settings import resolve
 
-    settings = resolve(args, EVAL_OPTIONS)
-    cfg, model_path = settings.cfg, settings.require_model()
+    weights = weights_for(resolve(args, EVAL_OPTIONS), args)
+    settings, cfg, model_path = weights.settings, weights.settings.cfg, weights.model
     data = args.data or (cfg.data.val if settings.source else None)
     if not data:
         raise ConfigError("--data is required (no run config with a data.val)")
     from ..evaluate.command import evaluate_file
 
     base_path = args.base_model or (settings.full_run_base() if cfg.eval.compare_base else None)
-    result, out = evaluate_file(cfg, model_path, data, args.output_dir, args.adapter, base_path, args.loss_log,
+    result, out = evaluate_file(cfg, model_path, data, args.output_dir, weights.adapter, base_path, args.loss_log,
                                 progress=not args.no_progress, skipped=lambda problem: print(f"skipped {problem}"))
     print(result.summary())
     print(f"wrote {out / 'metrics.json'}, {out / 'predictions.jsonl'}, {out / 'report.html'}")

@@ -82,10 +82,13 @@ def resolve(args: argparse.Namespace, options: tuple[str, ...], say: bool = True
 
 
 def find_config(args: argparse.Namespace) -> tuple[Path | None, str]:
-    """``(config file, how it was found)``: ``--config``, else the ``config.yaml`` of the `vlmtune train` run that
-    holds ``--adapter`` or ``--model`` (RUN/adapter, RUN/model, RUN/checkpoints/checkpoint-N)."""
+    """``(config file, how it was found)``: ``--config`` (a file, or a run folder for its config.yaml), else the
+    ``config.yaml`` of the `vlmtune train` run that holds ``--adapter`` or ``--model`` (RUN/adapter, RUN/model,
+    RUN/checkpoints/checkpoint-N)."""
     if getattr(args, "config", None):
-        return Path(args.config), "--config"
+        config = Path(args.config)
+        # A run folder stands for its config.yaml.
+        return (config / "config.yaml" if config.is_dir() else config), "--config"
     for option in ("adapter", "model"):
         weights = getattr(args, option, None)
         if not weights:

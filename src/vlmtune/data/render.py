@@ -176,6 +176,15 @@ class Renderer:
     def process(self, sample: Sample, text: str) -> dict[str, torch.Tensor]:
         """The processor's output for the chat ``text`` of ``sample`` with its images (1-D sequences)."""
         self.check_control_tokens(sample)
+        images = self.shown_images(sample)
+        # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
+        # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
+        batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
+                               add_special_tokens=add_special_tokens(self.processor.tokenizer, text))
+        return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
+
+    def shown_images(self, sample: Sample) -> list[Image.Image]:
+        """The images of ``sample`` as the processor is given them (training, evaluation and GRPO's prompts)."""
         images = []
         for part in sample.image_parts:
             try:
@@ -188,11 +197,7 @@ class Renderer:
             images.append(image if size is None or image.size == tuple(size)
                           else image.resize(tuple(size), Image.Resampling.BICUBIC))
             self.check_aspect_ratio(sample, part.path, images[-1].size)
-        # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
-        # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
-        batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
-                               add_special_tokens=add_special_tokens(self.processor.tokenizer, text))
-        return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
+        return images
 
     def check_aspect_ratio(self, sample: Sample, path, size: grounding.Size) -> None:
         """Raise :class:`SampleError` where an image of ``size`` is too elongated for the image processor."""

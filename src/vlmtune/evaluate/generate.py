@@ -26,8 +26,10 @@ def _generate(model: torch.nn.Module, renderer: Renderer, prompts: list[Sample],
     from tqdm.auto import tqdm
 
     from ..data.collate import Collator
+    from ..models.answers import AnswerText
 
     tokenizer = renderer.processor.tokenizer
+    answer_text = AnswerText(tokenizer, renderer.spec.answer_tokens)
     # Decoder-only generation continues from the last position, so prompts are padded on the left.
     collate = Collator(tokenizer.pad_token_id, padding_side="left")
     device = next(model.parameters()).device
@@ -40,7 +42,7 @@ def _generate(model: torch.nn.Module, renderer: Renderer, prompts: list[Sample],
         batch = {k: v.to(device) for k, v in collate([renderer.encode_prompt(s) for s in chunk]).items()}
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
-        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        answers += [answer_text(row) for row in out[:, batch["input_ids"].shape[1]:].tolist()]
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)

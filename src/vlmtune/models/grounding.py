@@ -79,6 +79,12 @@ class GroundingConvention:
         ref = "" if part.label is None else f"<|object_ref_start|>{part.label}<|object_ref_end|>"
         return f"{ref}<|box_start|>{pairs}<|box_end|>"
 
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """The tags the syntax writes around labels and boxes (special tokens in the families that use them): an
+        answer must keep them when it is decoded, or its boxes are lost."""
+        return {"ref_box_tokens": _TOKENS, "ref_box_tags": _TAGS}.get(self.syntax, ())
+
     def parse(self, text: str, original_size: Size, model_size: Size) -> list[GroundingPart]:
         """Every box and point written in ``text``, in ORIGINAL-image pixels (floats, not clamped), in order.
 

@@ -146,6 +146,13 @@ class FamilySpec:
         """Whether the family writes boxes and points in a syntax of its own (:attr:`grounding`)."""
         return self.grounding is not None
 
+    @property
+    def answer_tokens(self) -> tuple[str, ...]:
+        """Special tokens a generated answer keeps when decoded (every other one, such as the end of turn and
+        padding, is dropped): the markers of the grounding syntax and the tokens that belong in message text."""
+        markers = self.grounding.markers if self.grounding is not None else ()
+        return tuple(dict.fromkeys((*markers, *self.text_tokens)))
+
     def read_chat_template(self) -> str:
         return resources.files("vlmtune.models").joinpath("chat_templates", self.chat_template).read_text()
 

@@ -54,7 +54,8 @@ class Engine:
     def __init__(self, model: Any, served: dict[str, ServedModel], max_batch_size: int = 8):
         self.model, self.served = model, served
         first = next(iter(served.values()))
-        self.worker = Worker(model, first.renderer.processor.tokenizer, max_batch_size)
+        self.worker = Worker(model, first.renderer.processor.tokenizer, max_batch_size,
+                             answer_tokens=first.renderer.spec.answer_tokens)
 
     @classmethod
     def load(cls, model: str | None, adapters: Mapping[str, str] | None = None, config: str | Path | None = None,

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from ..models.answers import AnswerText
 from .text import IncrementalText, final_text
 
 log = logging.getLogger("vlmtune")
@@ -75,10 +76,13 @@ class Job:
 
 
 class Worker:
-    """Runs :class:`Job`\\ s on ``model`` in its own thread; ``adapters`` maps an adapter to PEFT's adapter name."""
+    """Runs :class:`Job`\\ s on ``model`` in its own thread; ``adapters`` maps an adapter to PEFT's adapter name.
+    ``answer_tokens``: the special tokens an answer keeps (the family's ``FamilySpec.answer_tokens``)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8, gather_seconds: float = 0.01):
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8, gather_seconds: float = 0.01,
+                 answer_tokens: Sequence[str] = ()):
         self.model, self.tokenizer = model, tokenizer
+        self._answer_text = AnswerText(tokenizer, answer_tokens)
         self.max_batch_size, self.gather_seconds = max(1, max_batch_size), gather_seconds
         self._batch_sizes: Counter[int] = Counter()
         self._stats_lock = threading.Lock()
@@ -201,7 +205,7 @@ class Worker:
         return Completion(text, job.prompt_tokens, n, reason)
 
     def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return self._answer_text(tokens)
 
 
 class _Streamer(BaseStreamer):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import TrainerCallback, TrainingArguments
 
 from ..config import Config
@@ -22,9 +21,9 @@ from ..config.rules import reward_names
 from ..core.errors import ConfigError
 from ..core.sample import BoxPart, ImagePart, PointPart, Sample, TextPart
 from ..data import Renderer
-from ..data.images import load_image
 from ..evaluate.rewards import Reward, reward
 from ..evaluate.run import example_of
+from ..models.answers import AnswerText
 from .prepare import Prepared
 
 log = logging.getLogger("vlmtune")
@@ -86,7 +85,7 @@ def prompt_dataset(renderer: Renderer, samples: Sequence[Sample]):
     rows = [{"prompt": _prompt_chat(renderer, s), "sample_index": i} for i, s in enumerate(samples)]
 
     def with_images(batch: dict[str, list]) -> dict[str, list]:
-        batch["images"] = [_shown_images(renderer, samples[i]) for i in batch["sample_index"]]
+        batch["images"] = [renderer.shown_images(samples[i]) for i in batch["sample_index"]]
         return batch
 
     dataset = Dataset.from_list(rows)
@@ -111,22 +110,15 @@ def _prompt_chat(renderer: Renderer, sample: Sample) -> list[dict[str, Any]]:
     return chat
 
 
-def _shown_images(renderer: Renderer, sample: Sample) -> list[Image.Image]:
-    # As the Renderer shows them in training: a part's own size (a shrunk image) first, then data.image_size.
-    images = []
-    for part in sample.image_parts:
-        image, size = load_image(part.path), part.size or renderer.image_size
-        images.append(image if size is None or image.size == tuple(size)
-                      else image.resize(tuple(size), Image.Resampling.BICUBIC))
-    return images
-
-
 class References:
     """Each training sample's reference answer, and the rewards as TRL calls them: one score per sampled answer,
     from the answer's text and its sample's reference."""
 
     def __init__(self, renderer: Renderer, samples: Sequence[Sample]):
         self.renderer, self.samples = renderer, samples
+        # TRL decodes with skip_special_tokens, which drops grounding tokens (Qwen2-VL's <|box_start|>): the
+        # rewards read the sampled token ids themselves, as evaluation decodes them.
+        self.answer_text = AnswerText(renderer.processor.tokenizer, renderer.spec.answer_tokens)
         self._texts: dict[int, tuple[str, tuple]] = {}
 
     def reference(self, index: int) -> tuple[str, tuple]:
@@ -153,8 +145,10 @@ class References:
         except ValueError as e:
             raise ConfigError(f"grpo.rewards: {e}") from None
 
-        def reward_function(completions: list, sample_index: list[int], **_: Any) -> list[float | None]:
-            answers = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        def reward_function(completions: list, sample_index: list[int], completion_ids: list | None = None,
+                            **_: Any) -> list[float | None]:
+            answers = [self.answer_text(ids) for ids in completion_ids] if completion_ids is not None else \
+                [c[0]["content"] if isinstance(c, list) else c for c in completions]
             scores = list(score(self.examples(answers, sample_index)))
             if len(scores) != len(answers):
                 raise ValueError(f"reward {name} returned {len(scores)} scores for {len(answers)} answers")
