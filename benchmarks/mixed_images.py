@@ -94,9 +94,14 @@ def main() -> int:
     }
     config_path = out / "bench.yaml"
     config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+    plain = {"model": {"path": model}, "data": {"train": str(data), "max_pixels": MAX_PIXELS},
+             "lora": {"r": 64, "alpha": 16, "dropout": 0.05},  # nothing about speed: vlmtune's defaults decide
+             "train": {"output_dir": str(out / "plain-run"), "batch_size": BATCH, "lr": 1e-4, "epochs": 1}}
+    (out / "plain.yaml").write_text(json.dumps(plain, indent=2) + "\n")
     command = [sys.executable, "-m", "vlmtune.cli.main", "bench", str(config_path), "--baseline", "--steps", "40",
                "--warmup", "5", *args.bench_args]
-    print(f"wrote {data} ({args.n} samples), {config_path} (token budget {budget} = {BATCH} x longest sample)")
+    print(f"wrote {data} ({args.n} samples), {config_path} (token budget {budget} = {BATCH} x longest sample), "
+          f"{out / 'plain.yaml'} (model, data and LoRA only)")
     print("run: vlmtune bench " + " ".join(command[4:]))
     return subprocess.call(command) if args.run else 0
 

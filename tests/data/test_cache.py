@@ -59,3 +59,16 @@ def test_a_changed_image_other_pixel_limits_or_a_broken_file_render_again(tmp_pa
     reread = CachedRenderer(_renderer(model), cache)
     assert torch.equal(reread.encode(sample)["input_ids"], _renderer(model).encode(sample)["input_ids"])
     assert reread.misses == 1 and reread.encode(sample) and reread.hits == 1
+
+
+def test_the_cache_stops_writing_at_its_byte_limit_and_still_renders(tmp_path, tiny_dir, images, caplog):
+    model = tiny_dir("qwen2_5_vl")
+    samples = check_dataset(write_jsonl(tmp_path / "d.jsonl", [conversation(), conversation("green.png")])).samples
+    renderer = _renderer(model)
+    sizes = [sum(v.numel() * v.element_size() for v in renderer.encode(s).values()) for s in samples]
+    cache = CachedRenderer(renderer, tmp_path / "cache", max_bytes=sizes[0])
+    for sample in samples:
+        assert torch.equal(cache.encode(sample)["input_ids"], renderer.encode(sample)["input_ids"])
+    assert [cache.path(s).is_file() for s in samples] == [True, False]
+    assert "reached its limit of" in caplog.text
+    assert cache.encode(samples[1]) and cache.misses == 3  # not written, so rendered again

@@ -45,9 +45,11 @@ class DataConfig(Section):
     cache_in_memory: bool = False
     """Keep each rendered sample (pixel tensors included) in RAM after its first epoch: fast for small
     sets, too much memory for large high-resolution ones."""
-    cache_dir: str | None = None
+    cache_dir: str | None = "auto"
     """Folder where rendered samples (ids, labels, pixel tensors) are kept on disk and reused by later epochs and
-    runs; keyed by sample content, image file size and mtime, processor settings, image_size and vlmtune version."""
+    runs; keyed by sample content, image file size and mtime, processor settings, image_size and vlmtune version.
+    auto: RUN/cache under train.output_dir (kept by --overwrite and --resume), filled up to a quarter of the disk's
+    free space; null: render every epoch."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Table/HF-dataset columns: canonical field (image, prompt, answer, system) -> column name."""
     prompt: str | None = None

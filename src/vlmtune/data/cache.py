@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from .render import Renderer
 
 log = logging.getLogger("vlmtune")
 
+AUTO, CACHE_FOLDER = "auto", "cache"
+"""``data.cache_dir: auto`` caches in ``RUN/cache``, under the run folder."""
+
 
 class CachedRenderer:
     """A :class:`Renderer` whose :meth:`encode` reads a sample's tensors from ``cache_dir`` when they are there.
@@ -39,12 +43,15 @@ class CachedRenderer:
     temporary name and renamed into place.
     """
 
-    def __init__(self, renderer: Renderer, cache_dir: str | Path):
+    def __init__(self, renderer: Renderer, cache_dir: str | Path, max_bytes: int | None = None):
+        """``max_bytes``: stop writing new entries once this process has written that many bytes (entries
+        already there are still read); None: no limit."""
         self.renderer = renderer
         self.root = Path(cache_dir)
         self.fingerprint = renderer_fingerprint(renderer)
         self._keys: dict[str, str] = {}
         self.hits = self.misses = 0
+        self.max_bytes, self.written = max_bytes, 0
 
     def __getattr__(self, name: str) -> Any:  # everything but encode is the renderer's own
         return getattr(self.renderer, name)
@@ -78,9 +85,30 @@ class CachedRenderer:
             path.unlink(missing_ok=True)
         features = self.renderer.encode(sample)
         self.misses += 1
-        if all(isinstance(v, torch.Tensor) for v in features.values()):
+        if all(isinstance(v, torch.Tensor) for v in features.values()) and self._room(features):
             _write(path, features)
         return features
+
+    def _room(self, features: dict[str, torch.Tensor]) -> bool:
+        size = sum(v.numel() * v.element_size() for v in features.values())
+        if self.max_bytes is not None and self.written + size > self.max_bytes:
+            if self.written <= self.max_bytes:  # said once
+                log.warning("data cache: %s reached its limit of %.1f GB written by this run; further samples are "
+                            "rendered each epoch (set data.cache_dir to a folder to cache them all)", self.root,
+                            self.max_bytes / 1e9)
+            self.written = self.max_bytes + 1
+            return False
+        self.written += size
+        return True
+
+
+def auto_cache_limit(folder: Path) -> int:
+    """Bytes the automatic cache (``data.cache_dir: auto``) may write: a quarter of the free space on the disk
+    holding ``folder`` (pixel tensors take far more room than the compressed image files they come from)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free // 4
 
 
 def _entry_problem(features: dict[str, torch.Tensor]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..core.sample import ImagePart, Message, Sample, TextPart
+from .prefetch import RENDERING, Prefetcher
 from .render import IGNORE_INDEX, SEQUENCE_KEYS, Renderer
 
 SAMPLE_ID, SAMPLE_IDS = "sample_id", "sample_ids"
@@ -23,19 +25,32 @@ class EncodedDataset(Dataset):
     def __init__(self, samples: list[Sample], renderer: Renderer, cache: bool = False):
         self.samples, self.renderer = samples, renderer
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
+        self.prefetcher: Prefetcher | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if self._cache is None:
-            features = self.renderer.encode(self.samples[index])
-        else:
-            if index not in self._cache:
-                self._cache[index] = self.renderer.encode(self.samples[index])
-            features = self._cache[index]
+        features = self._encode(index) if self.prefetcher is None else self.prefetcher.get(index)
         # The id rides along to the training step, which names the samples of a batch whose loss is not finite.
         return {**features, SAMPLE_ID: self.samples[index].id}
+
+    def _encode(self, index: int) -> dict[str, torch.Tensor]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        with RENDERING:  # the prefetch thread and a validation may share one processor
+            features = self.renderer.encode(self.samples[index])
+        if self._cache is not None:
+            self._cache[index] = features
+        return features
+
+    def prefetch(self, plan: Callable[[], list[list[int]]], stride: int = 1) -> None:
+        """Render the samples of the next batches of ``plan`` in a background thread while the model trains
+        (:class:`vlmtune.data.prefetch.Prefetcher`); only in the training process, not in DataLoader workers."""
+        self.prefetcher = Prefetcher(self._encode, plan, stride)
+
+    def __getstate__(self) -> dict[str, Any]:  # a DataLoader worker gets a copy without the thread
+        return {**self.__dict__, "prefetcher": None}
 
 
 class Collator:

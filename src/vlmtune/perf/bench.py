@@ -82,9 +82,10 @@ def run_bench(cfg: Config, steps: int = 20, warmup: int = 3, baseline: bool = Fa
 def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ours: bool, random_init: str | bool,
              progress: bool) -> dict[str, Any]:
     spec, renderer, samples = data.spec, data.renderer, data.train_samples
+    run_cfg = _bench_config(cfg, out, warmup + steps, progress, workers=cfg.train.dataloader_workers if ours else 0)
     start = time.perf_counter()
     if ours:
-        dataset, _ = encoded_datasets(cfg, data)
+        dataset, _ = encoded_datasets(run_cfg, data)  # data.cache_dir: auto caches under the bench's own folder
         prepared = _prefill(cfg, dataset.renderer, dataset)
     else:
         dataset = baseline_dataset(samples, renderer, progress)
@@ -101,7 +102,6 @@ def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ou
         model = build_model(cfg, spec, base=plain)
     config = model.config
     meter = StepMeter(warmup, getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None))
-    run_cfg = _bench_config(cfg, out, warmup + steps, progress, workers=cfg.train.dataloader_workers if ours else 0)
     args = training_arguments(run_cfg, out, has_val=False)
     if not ours:
         args.use_liger_kernel = False  # the plain recipe: none of vlmtune's kernel choices

@@ -25,7 +25,10 @@ log = logging.getLogger("vlmtune")
 LOCK_NAME = ".vlmtune.lock"
 # Every name `vlmtune train` (and `vlmtune demo`) writes directly under the run folder; folders count as a whole.
 WRITTEN = ("config.yaml", "train.log", "metrics.jsonl", "metrics.json", "loss.png", "checkpoints", "adapter",
-           "model", "eval", "tensorboard", "samples.rank*.jsonl", "demo_scores.json", LOCK_NAME)
+           "model", "eval", "tensorboard", "samples.rank*.jsonl", "demo_scores.json", LOCK_NAME, "cache")
+KEPT = ("cache",)
+"""Kept by ``--overwrite``: the rendered-sample cache (``data.cache_dir: auto``) is keyed by everything its entries
+depend on, so the new run reads what still applies and renders the rest."""
 
 
 def is_main_process() -> bool:
@@ -53,10 +56,11 @@ def prepare(run_dir: Path, resume: str | None, overwrite: bool) -> None:
     if foreign:
         raise ConfigError(f"--overwrite: {run_dir} holds files vlmtune did not write ({', '.join(foreign)}); "
                           "move them away or choose another train.output_dir, nothing was removed")
-    for name in present:
+    removed = [name for name in present if name not in KEPT]
+    for name in removed:
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    log.info("--overwrite: removed the previous run in %s (%s)", run_dir, ", ".join(present))
+    log.info("--overwrite: removed the previous run in %s (%s)", run_dir, ", ".join(removed))
 
 
 def cut_metrics(run_dir: Path, step: int) -> None:

@@ -1,6 +1,7 @@
 """transformers' Trainer with the few things a VLM run needs on top: the ids of each batch's samples (named when
 the loss stops being finite), tokens per second in the logs, an optional per-process trace of batches, batches
-grouped by length (``sampler``) and logits only where a label is (``logits``)."""
+grouped by length (``sampler``) and rendered ahead in a background thread (``data.prefetch``), and logits only
+where a label is (``logits``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from transformers import Trainer
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from ..core.errors import ConfigError
+from ..data.cache import CachedRenderer
 from ..data.collate import SAMPLE_IDS
+from .callbacks import CacheSummary, DrainPrefetch
 from .logits import accepts_logits_to_keep, answer_logits_only
 from .sampler import LengthGroupedBatchSampler, SamplerEpoch, grouped_dataloader
 
@@ -63,9 +66,18 @@ class VlmTrainer(Trainer):
                 seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,
                 step_batches=self.args.world_size * self.args.gradient_accumulation_steps)
             self.add_callback(SamplerEpoch(self.batch_sampler))
+            if self.args.dataloader_num_workers == 0 and hasattr(self.train_dataset, "prefetch"):
+                self._prefetch_along(self.batch_sampler)
+        if isinstance(getattr(self.train_dataset, "renderer", None), CachedRenderer):
+            self.add_callback(CacheSummary(self.train_dataset.renderer))
         self._tokens = 0
         self._last_log = (time.perf_counter(), 0)
         self._keep_logits: bool | None = None
+
+    def _prefetch_along(self, sampler: LengthGroupedBatchSampler) -> None:
+        """Render the next batches of the plan in a background thread while the model trains on this one."""
+        self.train_dataset.prefetch(lambda: sampler.plan(sampler.epoch), stride=self.args.world_size)
+        self.add_callback(DrainPrefetch(self.train_dataset.prefetcher))
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)

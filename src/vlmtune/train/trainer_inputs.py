@@ -16,7 +16,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 from ..config import Config
 from ..core.sample import Sample
 from ..data import Collator, EncodedDataset, Renderer
-from ..data.cache import CachedRenderer
+from ..data.cache import AUTO, CACHE_FOLDER, CachedRenderer, auto_cache_limit
 from ..data.check import CheckReport
 from ..data.collate import placeholder_image_features
 from ..data.pack import PackingCollator
@@ -33,11 +33,23 @@ log = logging.getLogger("vlmtune")
 def encoded_datasets(cfg: Config, data: Prepared) -> tuple[EncodedDataset, EncodedDataset | None]:
     """The training and validation datasets (no validation dataset without held-out samples), rendered on
     demand or read from ``data.cache_dir``."""
-    encoder = CachedRenderer(data.renderer, cfg.data.cache_dir) if cfg.data.cache_dir else data.renderer
+    encoder = data_cache(cfg, data.renderer) or data.renderer
     train_ds = EncodedDataset(data.train_samples, encoder, cache=cfg.data.cache_in_memory)
     if not data.val_samples:
         return train_ds, None
     return train_ds, EncodedDataset(data.val_samples, encoder, cache=cfg.data.cache_in_memory)
+
+
+def data_cache(cfg: Config, renderer: Renderer) -> CachedRenderer | None:
+    """The rendered-sample cache of ``data.cache_dir``: ``auto`` is ``RUN/cache``, limited to a quarter of the
+    disk's free space; None where it is off."""
+    setting = cfg.data.cache_dir
+    if not setting:
+        return None
+    if setting != AUTO:
+        return CachedRenderer(renderer, setting)
+    folder = Path(cfg.train.output_dir) / CACHE_FOLDER
+    return CachedRenderer(renderer, folder, max_bytes=auto_cache_limit(folder))
 
 
 def batch_collator(cfg: Config, data: Prepared, world_size: int, model: torch.nn.Module | None = None
