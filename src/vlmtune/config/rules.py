@@ -3,6 +3,7 @@ validate`` both apply them, before anything heavy is imported."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import re
 from pathlib import Path
@@ -90,7 +91,7 @@ def path_problems(raw: dict) -> list[str]:
     for key in ("train", "val", "media_root"):
         value = data.get(key)
         # dataset_info.json#NAME names an entry of a registry file.
-        if isinstance(value, str) and value and not Path(value.split("#", 1)[0]).exists():
+        if isinstance(value, str) and value and not Path(value.split("#", 1)[0]).exists() and not glob.glob(value):
             problems.append(f"data.{key}: {value} does not exist")
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     path = model.get("path")
