@@ -16,6 +16,7 @@ from ..config import Config
 from ..core.errors import DataError
 from ..data import Renderer
 from ..data.check import CheckReport, Problem, _reason
+from ..data.formats import get_reader
 from ..data.mix import train_sources
 from ..data.settings import read_options
 from ..data.stream import DroppedLog, Position, SampleStream, StreamRules, checked_stream, dropped
@@ -38,8 +39,8 @@ def first_records_report(cfg: Config, renderer: Renderer) -> CheckReport:
     (a bad record stops the run or is dropped with a count; no usable one stops it)."""
     rules = stream_rules(cfg, renderer)
     name = " + ".join(s.name for s in rules.sources)
-    report = CheckReport(source=name, format=",".join(dict.fromkeys(s.format for s in rules.sources)),
-                         max_length=renderer.max_length)
+    formats = dict.fromkeys(get_reader(s.files[0], s.format).name for s in rules.sources)
+    report = CheckReport(source=name, format=",".join(formats), max_length=renderer.max_length)
     for _, item, lengths in checked_stream(rules, Position.start(len(rules.sources))):
         report.records += 1
         if isinstance(item, Problem):
