@@ -115,3 +115,19 @@ def test_workers_share_the_shards_without_repeats_and_resume_exactly(tmp_path, t
     ids = [i for _, batch in trace for i in batch]
     assert sorted(ids) == sorted(f"{p}:{line}" for p in shards for line in range(1, 7))  # 24 records, each once
     _resume_at_step(tmp_path, tiny_dir, run, data, max_steps=12, save_steps=6, dataloader_workers=2)
+
+
+@pytest.mark.slow  # a training run
+def test_parquet_shards_stream_row_by_row(tmp_path, tiny_dir, images):
+    datasets = pytest.importorskip("datasets")
+    shards = []
+    for k in range(2):
+        rows = {"image": ["red.png", "blue.png", "green.png"], "query": [f"Colour {k}.{i}?" for i in range(3)],
+                "label": ["red", "blue", "green"]}
+        shards.append(tmp_path / f"part-{k}.parquet")
+        datasets.Dataset.from_dict(rows).to_parquet(shards[-1])
+    data = {"train": [str(p) for p in shards], "check_samples": 2}
+    assert main(["train", _config(tmp_path, tiny_dir, "parquet", data, max_steps=3)]) == 0
+    ids = [i for _, batch in _trace(tmp_path / "parquet") for i in batch]
+    assert ids == [f"{shards[0]}[0]", f"{shards[0]}[1]", f"{shards[0]}[2]", f"{shards[1]}[0]", f"{shards[1]}[1]",
+                   f"{shards[1]}[2]"]
