@@ -128,6 +128,8 @@ def test_parquet_shards_stream_row_by_row(tmp_path, tiny_dir, images):
         datasets.Dataset.from_dict(rows).to_parquet(shards[-1])
     data = {"train": [str(p) for p in shards], "check_samples": 2}
     assert main(["train", _config(tmp_path, tiny_dir, "parquet", data, max_steps=3)]) == 0
+    log = (tmp_path / "parquet" / "train.log").read_text()
+    assert "plan: data.train: streamed; 2 of its first 2 records usable" in log
     ids = [i for _, batch in _trace(tmp_path / "parquet") for i in batch]
     assert ids == [f"{shards[0]}[0]", f"{shards[0]}[1]", f"{shards[0]}[2]", f"{shards[1]}[0]", f"{shards[1]}[1]",
                    f"{shards[1]}[2]"]
