@@ -72,9 +72,11 @@ def test_bad_records_are_dropped_as_read_and_a_resumed_stream_goes_on_exactly(tm
 
     metrics = json.loads((straight / "metrics.json").read_text())
     assert metrics["stream_dropped"] == 2
+    assert metrics["stream_dropped_reasons"] == {"no assistant turn: nothing to train on": 1,
+                                                 "image file not found ...": 1}
     dropped = [json.loads(line) for line in (straight / "dropped.jsonl").read_text().splitlines()]
     assert [d["where"] for d in dropped[:2]] == [f"{first}:10", f"{first}:12"]
-    assert [d["problem"] for d in dropped[:2]] == _check_problems(first)  # the data check's own words
+    assert [d["message"] for d in dropped[:2]] == _check_problems(first)  # the data check's own words
     _resume_at_step(tmp_path, tiny_dir, straight, data, max_steps=10, save_steps=5)
 
 

@@ -159,7 +159,9 @@ class SampleStream(IterableDataset):
 
 class DroppedLog:
     """``data.on_bad_record`` / ``on_too_long`` applied to a stream's records: ``fail`` stops the run naming the
-    record; ``drop`` appends it to ``path`` (JSON lines, one per dropped record), read back by :func:`dropped`."""
+    record; ``drop`` appends it to ``path`` (JSON lines, one per dropped record: ``where``, ``field``, ``problem``,
+    ``kind`` as in :class:`Problem`, and ``message``, the line ``data check`` prints), read back by
+    :func:`dropped`."""
 
     def __init__(self, path: Path, on_bad_record: str, on_too_long: str):
         self.path, self.on_bad_record, self.on_too_long = path, on_bad_record, on_too_long
@@ -169,7 +171,8 @@ class DroppedLog:
         if getattr(self, key) == "fail":
             raise DataError(f"data.train: a streamed record is {what} (data.{key}=fail): {problem}")
         with open(self.path, "a") as f:
-            f.write(json.dumps({"where": problem.where, "problem": str(problem), "kind": problem.kind}) + "\n")
+            f.write(json.dumps({"where": problem.where, "field": problem.field, "problem": problem.problem,
+                                "kind": problem.kind, "message": str(problem)}) + "\n")
 
 
 def dropped(path: Path) -> list[dict[str, str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from transformers import TrainerCallback, TrainingArguments
 from ..config import Config
 from ..core.errors import DataError
 from ..data import Renderer
-from ..data.check import CheckReport, Problem, _reason
+from ..data.check import CheckReport, Problem
 from ..data.formats import get_reader
 from ..data.mix import train_sources
 from ..data.settings import read_options
@@ -101,10 +100,11 @@ class StreamCheckpoints(TrainerCallback):
 def stream_metrics(run_dir: Path) -> dict[str, Any]:
     """What the stream dropped while training, for metrics.json (and logged): the count and the reasons."""
     records = dropped(run_dir / DROPPED_FILE)
-    reasons = Counter(_reason(r["problem"].split(": ", 1)[-1]) for r in records)
+    problems = [Problem(r["where"], r["problem"], r["field"], r["kind"]) for r in records]
+    reasons = CheckReport(source=str(run_dir / DROPPED_FILE), format="", problems=problems).counts_by_reason()
     if records:
         log.warning("data.train: dropped %d streamed records while training (%s), e.g. %s; all in %s",
-                    len(records), "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)), records[0]["problem"],
+                    len(records), "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)), problems[0],
                     run_dir / DROPPED_FILE)
     return {"stream_dropped": len(records), "stream_dropped_reasons": dict(reasons)}
 
