@@ -3,6 +3,7 @@ validate`` both apply them, before anything heavy is imported."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import re
 from pathlib import Path
@@ -37,6 +38,22 @@ def run_problems(cfg: Config) -> list[str]:
     problems += format_problems(cfg.data.format)
     if t.stage == "grpo":
         problems += grpo_problems(cfg)
+    if cfg.data.streaming:
+        problems += streaming_problems(cfg)
+    return problems
+
+
+def streaming_problems(cfg: Config) -> list[str]:
+    """Why ``cfg`` cannot train on a stream (``data.streaming``), one line each."""
+    t, problems = cfg.train, []
+    if t.max_steps <= 0:
+        problems.append("data.streaming needs train.max_steps: a stream has no known length, so no epoch to count")
+    if t.stage != "sft":
+        problems.append(f"data.streaming trains train.stage sft only, not {t.stage}")
+    if t.max_tokens_per_batch or t.eval_epochs:
+        key = "max_tokens_per_batch" if t.max_tokens_per_batch else "eval_epochs"
+        problems.append(f"train.{key} needs the whole data set known in advance; with data.streaming remove it "
+                        "(batches are train.batch_size samples; validate with train.eval_steps)")
     return problems
 
 
@@ -90,7 +107,7 @@ def path_problems(raw: dict) -> list[str]:
     for key in ("train", "val", "media_root"):
         value = data.get(key)
         # dataset_info.json#NAME names an entry of a registry file.
-        if isinstance(value, str) and value and not Path(value.split("#", 1)[0]).exists():
+        if isinstance(value, str) and value and not Path(value.split("#", 1)[0]).exists() and not glob.glob(value):
             problems.append(f"data.{key}: {value} does not exist")
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     path = model.get("path")

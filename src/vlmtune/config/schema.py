@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from ..core.names import METRIC_NAMES, TASK_METRICS
 from .method import Method
 from .section import Section
+from .sources import DataSource
 from .stages import DpoConfig, GrpoConfig
 
 
@@ -29,7 +30,9 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    train: str
+    train: str | list[str] | list[DataSource]
+    """A data file or a glob; a list of files or globs (the shards of one dataset); or a list of
+    ``{path, weight, format}`` sources mixed by weight (see README, "Large datasets")."""
     val: str | None = None
     format: str = "auto"
     min_pixels: int | None = Field(default=None, gt=0)
@@ -73,6 +76,12 @@ class DataConfig(Section):
     kept, none below min_pixels), dropping only samples that do not fit even so (text too long, images already at
     min_pixels, or a processor with fixed-size or tiled images, e.g. LLaVA). It is never truncated: a cut inside
     the image tokens breaks the model's inputs."""
+    streaming: bool = False
+    """Read data.train as a stream: records are read, checked and rendered as training reaches them, never all held
+    in memory (sources mixed by weight draw by draw). Needs train.max_steps (a stream has no known length)."""
+    check_samples: int = Field(default=1000, gt=0)
+    """With streaming: records checked before training starts (the rest are checked as they are read, with the same
+    rules, and counted in metrics.json)."""
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> DataConfig:

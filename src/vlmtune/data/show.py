@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import RecordError
+from ..core.errors import DataError, RecordError
 from ..core.sample import Sample
 from .check import Problem, check_samples
 from .formats import ReadOptions, format_mismatch, get_reader
+from .mix import train_sources
 from .render import IGNORE_INDEX, Renderer
 from .settings import read_options, renderer_for
 
@@ -133,7 +134,12 @@ def dry_run_sample(cfg: Any, spec: Any) -> str:
     """One sample of ``data.train`` shown as :func:`show` does, for ``vlmtune train --dry-run``; one line saying
     so where the file does not exist."""
     data = cfg.data
-    if not Path(data.train.split("#", 1)[0]).exists():
-        return f"data.train {data.train} not found: no sample shown"
+    try:
+        first = train_sources(data)[0]
+    except DataError as e:
+        return f"{e}: no sample shown"
+    if not Path(first.files[0].split("#", 1)[0]).exists():
+        return f"data.train {first.files[0]} not found: no sample shown"
     renderer = renderer_for(cfg.model.path, data, spec)
-    return show(data.train, data.format, read_options(data), renderer, n=1, shrink=data.on_too_long == "shrink")
+    return show(first.files[0], first.format, read_options(data), renderer, n=1,
+                shrink=data.on_too_long == "shrink")

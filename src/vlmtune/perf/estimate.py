@@ -38,6 +38,7 @@ from ..core.errors import ConfigError
 from ..core.sample import ImagePart, Message, Sample, TextPart
 from ..data import Renderer
 from ..data.check import check_dataset
+from ..data.mix import train_sources
 from ..data.settings import read_options
 from ..models import resolve_dtype
 from ..train.lora import parameter_table
@@ -112,7 +113,7 @@ def visual_tokens(renderer: Renderer, sizes=TYPICAL_SIZES) -> dict[str, int]:
 
 
 def _data_lengths(cfg: Config, renderer: Renderer, data: str | None, result: dict) -> list[int] | None:
-    path = data or cfg.data.train
+    path = data or train_sources(cfg.data)[0].files[0]  # several sources: the lengths of the first one's first file
     if not Path(path).exists():
         result["data"] = None
         return None

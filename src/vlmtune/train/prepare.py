@@ -16,6 +16,7 @@ from ..core.errors import DataError
 from ..core.sample import Sample
 from ..data import Renderer
 from ..data.check import TOO_LONG, CheckReport, check_dataset
+from ..data.mix import is_mixture, merged, mixed, mixed_counts, train_sources
 from ..data.settings import read_options, renderer_for
 from ..evaluate.run import check_references
 from ..models import FamilySpec, spec_for
@@ -54,7 +55,7 @@ def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> Prepared
     spec = spec_for(cfg.model.path, cfg.model.components)
     check_packing(cfg, spec)
     renderer = renderer_for(cfg.model.path, cfg.data, spec)
-    train = checked_report(cfg.data.train, cfg.data, renderer, "data.train") if "train" in splits else None
+    train = train_report(cfg, renderer) if "train" in splits else None
     val = checked_report(cfg.data.val, cfg.data, renderer, "data.val") if "val" in splits and cfg.data.val \
         else None
     prepared = Prepared(spec, renderer.processor, renderer, train, val)
@@ -72,10 +73,38 @@ def checked_samples(path: str, data: DataConfig, renderer: Renderer, key: str) -
     return checked_report(path, data, renderer, key).samples
 
 
-def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str) -> CheckReport:
+def train_report(cfg: Config, renderer: Renderer) -> CheckReport:
+    """The checked samples of ``data.train``: one file as :func:`checked_report` gives them; several sources
+    each checked, then mixed by weight (:mod:`vlmtune.data.mix`); with ``data.streaming`` the check of the
+    stream's first ``data.check_samples`` records (:mod:`.streaming`)."""
+    data = cfg.data
+    if data.streaming:
+        from .streaming import first_records_report  # it builds on checked_report
+
+        return first_records_report(cfg, renderer)
+    if not is_mixture(data):
+        return checked_report(data.train, data, renderer, "data.train")
+    sources, reports = train_sources(data), []
+    for source in sources:
+        parts = [check_dataset(file, source.format, read_options(data), renderer, shrink=data.on_too_long == "shrink")
+                 for file in source.files]
+        reports.append(checked_report(source.name, data, renderer, "data.train", merged(parts, source.name)))
+    weights = [s.weight for s in sources]
+    report = mixed(reports, weights, cfg.train.seed)
+    counts = mixed_counts([len(r.samples) for r in reports], weights)
+    log.info("data.train: %d samples an epoch, mixed by weight: %s", len(report.samples),
+             ", ".join(f"{s.name} {n}" for s, n in zip(sources, counts, strict=True)))
+    return report
+
+
+def checked_report(path: str, data: DataConfig, renderer: Renderer, key: str,
+                   report: CheckReport | None = None) -> CheckReport:
     """:func:`checked_samples` with the whole check report: ``report.lengths`` holds the (text, visual) token
-    counts of each usable sample, in the order of ``report.samples``."""
-    report = check_dataset(path, data.format, read_options(data), renderer, shrink=data.on_too_long == "shrink")
+    counts of each usable sample, in the order of ``report.samples``. ``report``: the check already made (of
+    the shards of one source), to which the rules apply."""
+    if report is None:
+        report = check_dataset(path, data.format, read_options(data), renderer,
+                               shrink=data.on_too_long == "shrink")
     if report.shrunk:
         log.info("%s: %s", key, report.shrunk_line().replace("max_length", "data.max_length", 1))
     too_long = [p for p in report.problems if p.kind == TOO_LONG]

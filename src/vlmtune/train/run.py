@@ -28,6 +28,7 @@ from .model import dtype_name, training_model
 from .prepare import prepare
 from .run_plan import log_plan, trainer_plan
 from .start import started_run
+from .streaming import StreamCheckpoints, add_stream_metrics, stream_dataset
 from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
 from .trainer_inputs import (
     batch_collator,
@@ -68,12 +69,15 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
         collator = batch_collator(cfg, data, args.world_size, model)
         stop = StopOnInterrupt(save=bool(cfg.train.save_steps))
         callbacks = run_callbacks(cfg, run_dir, stop, resumed=checkpoint is not None)
+        if cfg.data.streaming:  # records read, checked and rendered as training reaches them
+            train_ds = stream_dataset(cfg, data.renderer, run_dir, args, checkpoint)
+            callbacks.append(StreamCheckpoints(train_ds))
         tensorboard = tensorboard_dir(run_dir, args)
         if checkpoint is not None:
             log.info("resuming from %s", checkpoint)
         eval_epochs = cfg.train.eval_epochs if val_ds is not None else None
         scorer = best_by_scorer(cfg, data)
-        lengths = batch_lengths(cfg, data.train)
+        lengths = batch_lengths(cfg, data.train) if not cfg.data.streaming else None
         trace = trace_file(cfg, run_dir, args.process_index)
         trainer = None
         try:
@@ -100,7 +104,10 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
             raise _diverged(run_dir, e) from None
         if stop.stopped_at is not None:
             raise _stopped_at_step_end(run_dir, stop)
-        return finish(cfg, trainer, model, data, output, run_dir)
+        result = finish(cfg, trainer, model, data, output, run_dir)
+        if cfg.data.streaming:
+            add_stream_metrics(run_dir, result.metrics)
+        return result
 
 
 def check_runnable(cfg: Config) -> None:

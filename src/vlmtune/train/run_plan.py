@@ -46,6 +46,9 @@ def plan_lines(cfg: Config, plan: Plan, train: CheckReport, val: CheckReport | N
     """(facts, warnings) of the plan, each one line."""
     t = cfg.train
     facts = [_samples("data.train", train)]
+    if cfg.data.streaming:  # the report is of the records checked before training, not of the whole stream
+        facts[0] = (f"data.train: streamed; {len(train.samples)} of its first {train.records} records usable (the "
+                    "others are checked as they are read)")
     if val is not None:
         facts.append(_samples("data.val", val))
     effective = t.batch_size * t.grad_accum * plan.world_size

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from ...core.errors import RecordError, record_name, user_id
 from ...core.sample import ROLES, ImagePart, Message, Part, Sample, TextPart
+from .data_uri import data_uri_image, is_data_uri
 
 IMAGE_PLACEHOLDER = "<image>"
 _OTHER_MEDIA = ("<video>", "<audio>")
@@ -58,7 +59,9 @@ class Where:
         """The image a record refers to, resolved against the media root and checked to exist."""
         if not isinstance(ref, str) or not ref.strip():
             raise self.error(f"image reference must be a non-empty file path, got {json.dumps(ref)[:60]}", field)
-        if "://" in ref or ref.startswith("data:"):
+        if is_data_uri(ref):
+            return data_uri_image(ref, self, field)
+        if "://" in ref:
             raise self.error(f"remote image {ref[:80]!r} is not fetched; download it and give a local path", field)
         image = (self.root / ref).resolve()
         if not self.allow_outside_root and not image.is_relative_to(self.root):
