@@ -1,0 +1,29 @@
+"""Short video clips written with PyAV for the video tests: a white square moving left or right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def write_clip(path: Path, frames: int = 8, size: tuple[int, int] = (64, 48), fps: int = 4,
+               direction: str = "right", start: int = 4, colour: tuple[int, int, int] = (255, 255, 255)) -> Path:
+    """A ``frames``-frame clip of ``size`` ``(width, height)`` in which a square moves ``direction``."""
+    width, height = size
+    side, step = height // 3, max(1, (width - height // 3 - 2 * start) // max(1, frames - 1))
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for i in range(frames):
+        x = start + i * step if direction == "right" else width - start - side - i * step
+        pixels = np.zeros((height, width, 3), np.uint8)
+        top = (height - side) // 2
+        pixels[top:top + side, x:x + side] = colour
+        for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
