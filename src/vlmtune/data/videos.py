@@ -83,7 +83,7 @@ def _probe(path: str, size: int, mtime: int) -> VideoInfo:
             rate = stream.average_rate or stream.guessed_rate
             frames = sum(1 for _ in container.decode(stream))
             width, height = stream.codec_context.width, stream.codec_context.height
-    except av.FFmpegError as e:
+    except (av.FFmpegError, EOFError) as e:
         raise VideoReadError(f"cannot decode it: {e}") from None
     if frames == 0:
         raise VideoReadError("it has no frames")
