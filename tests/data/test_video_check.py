@@ -8,12 +8,9 @@ import av
 import pytest
 
 from tests.conftest import write_jsonl
+from tests.data.video_clips import LLAMAFACTORY_DEMO as DEMO
 from tests.data.video_clips import write_clip
 from vlmtune.cli.main import main
-
-DEMO = Path(__file__).resolve().parents[3] / "shared/fixtures/real/llamafactory_mllm_demo/data/dataset_info.json"
-if not DEMO.exists():  # a worktree beside the main checkout
-    DEMO = Path("/work/shared/fixtures/real/llamafactory_mllm_demo/data/dataset_info.json")
 
 
 def _report(capsys) -> dict:

@@ -8,6 +8,17 @@ import av
 import numpy as np
 
 
+def _llamafactory_demo() -> Path:
+    """LLaMA-Factory's multimodal demo registry in the shared fixtures beside the checkout."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared/fixtures/real").is_dir():
+            return parent / "shared/fixtures/real/llamafactory_mllm_demo/data/dataset_info.json"
+    return Path("/work/shared/fixtures/real/llamafactory_mllm_demo/data/dataset_info.json")
+
+
+LLAMAFACTORY_DEMO = _llamafactory_demo()
+
+
 def write_clip(path: Path, frames: int = 8, size: tuple[int, int] = (64, 48), fps: int = 4,
                direction: str = "right", start: int = 4, colour: tuple[int, int, int] = (255, 255, 255)) -> Path:
     """A ``frames``-frame clip of ``size`` ``(width, height)`` in which a square moves ``direction``."""
