@@ -20,15 +20,18 @@ LLAMAFACTORY_DEMO = _llamafactory_demo()
 
 
 def write_clip(path: Path, frames: int = 8, size: tuple[int, int] = (64, 48), fps: int = 4,
-               direction: str = "right", start: int = 4, colour: tuple[int, int, int] = (255, 255, 255)) -> Path:
-    """A ``frames``-frame clip of ``size`` ``(width, height)`` in which a square moves ``direction``."""
+               direction: str = "right", start: int = 4, colour: tuple[int, int, int] = (255, 255, 255),
+               step: int | None = None) -> Path:
+    """A ``frames``-frame clip of ``size`` ``(width, height)`` in which a square moves ``direction`` by ``step``
+    pixels a frame over the same path either way (leftmost at ``start``): only the frames' order tells the way."""
     width, height = size
-    side, step = height // 3, max(1, (width - height // 3 - 2 * start) // max(1, frames - 1))
+    side = height // 3
+    step = step if step is not None else max(1, (width - side - 2 * start) // max(1, frames - 1))
     container = av.open(str(path), "w")
     stream = container.add_stream("mpeg4", rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     for i in range(frames):
-        x = start + i * step if direction == "right" else width - start - side - i * step
+        x = start + (i if direction == "right" else frames - 1 - i) * step
         pixels = np.zeros((height, width, 3), np.uint8)
         top = (height - side) // 2
         pixels[top:top + side, x:x + side] = colour
