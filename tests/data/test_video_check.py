@@ -83,3 +83,12 @@ def test_families_without_video_refuse_it_naming_the_record_and_family(tiny_dir,
     assert problem == {**problem, "where": f"{data}:1", "problem": (
         "has a video (clip.mp4), but vlmtune trains family llava on images only; videos: qwen2_vl, qwen2_5_vl, "
         "qwen3_vl")}
+
+
+def test_data_show_writes_a_videos_tokens_as_one_run(tiny_dir, tmp_path, capsys):
+    write_clip(tmp_path / "clip.mp4")  # 2 s at 4 fps: 4 frames at 2 fps, 56x56 under the cap: 2 x 4 tokens
+    data = write_jsonl(tmp_path / "d.jsonl", [_record("clip.mp4")])
+    assert main(["data", "show", str(data), "--model", str(tiny_dir("qwen2_vl")), "data.video_max_pixels=3136"]) == 0
+    out = capsys.readouterr().out
+    assert "<|im_start|>user\n<|vision_start|><|video_pad|>x8<|vision_end|>Which way?<|im_end|>" in out
+    assert "[[right<|im_end|>]]" in out
