@@ -37,7 +37,7 @@ def _frameless(path: Path) -> Path:
 def test_llamafactory_video_demo_passes_data_check(family, tiny_dir, capsys):
     status = main(["data", "check", f"{DEMO}#mllm_video_demo", "--model", str(tiny_dir(family)), "--json"])
     report = _report(capsys)
-    assert (status, report["records"], report["usable"], report["problems"]) == (0, 3, 3, [])
+    assert (status, report["records"], report["usable"], report["videos"], report["problems"]) == (0, 3, 3, 3, [])
 
 
 def test_bad_videos_are_named_with_their_record(tiny_dir, tmp_path, capsys):

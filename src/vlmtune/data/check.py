@@ -55,6 +55,7 @@ class CheckReport:
     """The usable samples, in file order."""
     problems: list[Problem] = field(default_factory=list)
     images: int = 0
+    videos: int = 0
     turns: int = 0
     lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
     """``(text tokens, visual tokens)`` of each usable sample, when a processor was given."""
@@ -86,7 +87,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "format": self.format, "records": self.records, "usable": len(self.samples),
-            "unusable": len(self.problems), "images": self.images, "turns": self.turns,
+            "unusable": len(self.problems), "images": self.images, "videos": self.videos, "turns": self.turns,
             "max_length": self.max_length, "tokens": self.length_stats(),
             "problems": [asdict(p) for p in self.problems],
             "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
@@ -96,7 +97,8 @@ class CheckReport:
 
     def summary(self, limit: int = 50) -> str:
         lines = [f"{self.source}: format {self.format}, {self.records} records, {len(self.samples)} usable, "
-                 f"{len(self.problems)} unusable; {self.images} images, {self.turns} turns"]
+                 f"{len(self.problems)} unusable; {self.images} images, "
+                 f"{f'{self.videos} videos, ' if self.videos else ''}{self.turns} turns"]
         stats = self.length_stats()
         if stats:
             lines.append(f"tokens per sample (max_length {self.max_length}):")
@@ -228,6 +230,7 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
             report.duplicates.append((sample.id, first[key]))
         first.setdefault(key, sample.id)
     report.images = sum(len(s.images) for s in good)
+    report.videos = sum(len(s.video_parts) for s in good)
     report.turns = sum(len(s.messages) for s in good)
     return report
 
