@@ -81,8 +81,8 @@ def test_families_without_video_refuse_it_naming_the_record_and_family(tiny_dir,
     assert main(["data", "check", str(data), "--model", str(tiny_dir("llava")), "--json"]) == 1
     [problem] = _report(capsys)["problems"]
     assert problem == {**problem, "where": f"{data}:1", "problem": (
-        "has a video (clip.mp4), but vlmtune trains family llava on images only; videos: qwen2_vl, qwen2_5_vl, "
-        "qwen3_vl")}
+        "has a video (clip.mp4), but vlmtune trains family llava on images only; videos: qwen2_5_vl, qwen2_vl, "
+        "qwen3_5, qwen3_vl")}
 
 
 def test_data_show_writes_a_videos_tokens_as_one_run(tiny_dir, tmp_path, capsys):

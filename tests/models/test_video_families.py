@@ -12,7 +12,7 @@ from vlmtune.data.videos import VIDEO_KWARGS, VideoSettings, load_frames, metada
 from vlmtune.models import get_family, load_processor
 from vlmtune.models.video_frames import qwen2_frame_indices, qwen3_frame_indices
 
-VIDEO_FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+VIDEO_FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]
 SETTINGS = VideoSettings(fps=2.0, max_pixels=64 * 64)
 
 

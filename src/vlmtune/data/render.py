@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import SampleError
 from ..core.sample import BoxPart, GroundingPart, PointPart, Sample
-from ..models import grounding
+from ..models import family_names, get_family, grounding
 from ..models.spec import FamilySpec
 from .images import image_size, load_image
 from .labels import IGNORE_INDEX, assistant_labels, check_answer_count, header_tokenizations, turn_labels
@@ -49,7 +49,7 @@ class Renderer:
         ground = self.grounder(sample) if sample.has_grounding else None
         if sample.video_parts and not self.spec.supports_video:
             raise SampleError(sample.id, f"has a video ({sample.video_parts[0].path.name}), but vlmtune trains family "
-                              f"{self.spec.name} on images only; videos: qwen2_vl, qwen2_5_vl, qwen3_vl")
+                              f"{self.spec.name} on images only; videos: {', '.join(video_families())}")
         chat = sample.to_chat(ground=ground)
         end, replaced = self.spec.turn_end, self.spec.turn_end_replaces
         if replaced is not None:
@@ -258,6 +258,11 @@ class Renderer:
             return (f"({role}) contains {header!r}, the assistant header of this model's chat format: its answer "
                     "would start there; reword it")
         return None
+
+
+def video_families() -> list[str]:
+    """The registered families that take videos, by name."""
+    return [name for name in family_names() if get_family(name).supports_video]
 
 
 def _text_fields(message, index: int):
