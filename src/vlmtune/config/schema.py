@@ -43,6 +43,15 @@ class DataConfig(Section):
     """(width, height) every image is resized to (stretched, aspect ratio not kept) before the processor, like
     qwen-vl-utils' resized_width/resized_height; the processor may still round it to its patch grid. None: the
     processor's own resizing."""
+    video_fps: float = Field(default=2.0, gt=0)
+    """Frames a second sampled from each video (qwen-vl-utils' FPS), within the family's frame limits."""
+    video_max_frames: int | None = Field(default=None, gt=0)
+    """Most frames sampled from one video; None: the checkpoint's video processor's max_frames (768)."""
+    video_max_pixels: int | None = Field(default=None, gt=0)
+    """Pixel cap of each video frame; None: the video processor's own (its size's longest_edge)."""
+    video_total_pixels: int | None = Field(default=None, gt=0)
+    """Pixel budget of a whole video (qwen-vl-utils' total_pixels): each frame is capped at its share, twice this
+    over the frame count, never below 1.05 x the processor's min pixels. None: no budget."""
     max_length: int = Field(default=4096, gt=0)
     """Longest rendered sample in tokens, visual tokens included. Longer samples are never cut (see on_too_long)."""
     cache_in_memory: bool = False

@@ -26,6 +26,15 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
+class VideoPart:
+    path: Path
+    """Absolute path of the video file (readers resolve it against the data file's folder)."""
+    max_frames: int | None = None
+    """At most this many frames are sampled, below ``data.video_max_frames``. Set by ``data.on_too_long: shrink``;
+    readers leave it None."""
+
+
+@dataclass(frozen=True)
 class BoxPart:
     """A bounding box ``(x1, y1, x2, y2)`` in pixels of the ORIGINAL image ``image`` (index into the
     sample's images). Rendering writes it in the model family's grounding syntax."""
@@ -49,7 +58,7 @@ class PointPart:
 
 
 GroundingPart = BoxPart | PointPart
-Part = TextPart | ImagePart | BoxPart | PointPart
+Part = TextPart | ImagePart | VideoPart | BoxPart | PointPart
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,16 @@ class Sample:
     def image_parts(self) -> list[ImagePart]:
         return [p for m in self.messages for p in m.content if isinstance(p, ImagePart)]
 
+    @property
+    def video_parts(self) -> list[VideoPart]:
+        return [p for m in self.messages for p in m.content if isinstance(p, VideoPart)]
+
+    def with_video_frames(self, max_frames: int) -> Sample:
+        """This sample with at most ``max_frames`` frames sampled from each of its videos."""
+        messages = tuple(replace(m, content=tuple(replace(p, max_frames=max_frames) if isinstance(p, VideoPart)
+                                                  else p for p in m.content)) for m in self.messages)
+        return replace(self, messages=messages)
+
     def with_image_sizes(self, sizes: list[tuple[int, int] | None]) -> Sample:
         """This sample with its images (in order) shown at ``sizes`` (see :attr:`ImagePart.size`)."""
         it = iter(sizes)
@@ -99,7 +118,8 @@ class Sample:
 
     def to_chat(self, upto: int | None = None,
                 ground: Callable[[GroundingPart], str] | None = None) -> list[dict]:
-        """Messages in the form chat templates take (``{"type": "image"}`` stands for each image).
+        """Messages in the form chat templates take (``{"type": "image"}`` stands for each image, ``{"type":
+        "video"}`` for each video).
 
         ``ground`` writes a box or point as text in the model family's syntax; it is required when the
         sample has any.
@@ -110,6 +130,8 @@ class Sample:
             for p in message.content:
                 if isinstance(p, ImagePart):
                     content.append({"type": "image"})
+                elif isinstance(p, VideoPart):
+                    content.append({"type": "video"})
                 elif isinstance(p, TextPart):
                     content.append({"type": "text", "text": p.text})
                 elif ground is None:

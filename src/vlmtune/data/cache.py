@@ -10,6 +10,7 @@ renders afresh; stale entries are never read (delete the folder to reclaim the s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from ..files import make_readable
 from .check import content_key
 from .images import RULES as IMAGE_RULES
 from .render import Renderer
+from .videos import VideoSettings
 
 log = logging.getLogger("vlmtune")
 
@@ -61,7 +63,7 @@ class CachedRenderer:
         if key is None:
             h = hashlib.sha256(self.fingerprint.encode())
             h.update(content_key(sample).encode())
-            for image in sample.images:
+            for image in [*sample.images, *(part.path for part in sample.video_parts)]:
                 st = os.stat(image)
                 h.update(f"\0{st.st_size}:{st.st_mtime_ns}".encode())
             key = self._keys[sample.id] = h.hexdigest()
@@ -151,4 +153,6 @@ def renderer_fingerprint(renderer: Renderer) -> str:
     }
     if renderer.image_size is not None:  # only where set: caches written without it stay valid
         parts["image_size"] = list(renderer.image_size)
+    if renderer.video != VideoSettings():  # the frame sampling of videos (data.video_*), where not the default
+        parts["video"] = dataclasses.asdict(renderer.video)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -55,6 +55,7 @@ class CheckReport:
     """The usable samples, in file order."""
     problems: list[Problem] = field(default_factory=list)
     images: int = 0
+    videos: int = 0
     turns: int = 0
     lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
     """``(text tokens, visual tokens)`` of each usable sample, when a processor was given."""
@@ -86,7 +87,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "format": self.format, "records": self.records, "usable": len(self.samples),
-            "unusable": len(self.problems), "images": self.images, "turns": self.turns,
+            "unusable": len(self.problems), "images": self.images, "videos": self.videos, "turns": self.turns,
             "max_length": self.max_length, "tokens": self.length_stats(),
             "problems": [asdict(p) for p in self.problems],
             "duplicates": [{"where": a, "repeats": b} for a, b in self.duplicates],
@@ -96,7 +97,8 @@ class CheckReport:
 
     def summary(self, limit: int = 50) -> str:
         lines = [f"{self.source}: format {self.format}, {self.records} records, {len(self.samples)} usable, "
-                 f"{len(self.problems)} unusable; {self.images} images, {self.turns} turns"]
+                 f"{len(self.problems)} unusable; {self.images} images, "
+                 f"{f'{self.videos} videos, ' if self.videos else ''}{self.turns} turns"]
         stats = self.length_stats()
         if stats:
             lines.append(f"tokens per sample (max_length {self.max_length}):")
@@ -140,6 +142,9 @@ def _stats(values: list[int]) -> dict[str, float]:
             "mean": statistics.fmean(ordered)}
 
 
+_LOWER_VIDEO = "data.video_max_pixels or data.video_fps"
+
+
 def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = False,
                   warnings: list[Problem] | None = None
                   ) -> tuple[list[Sample], list[Problem], list[tuple[int, int]], list[tuple[str, float]]]:
@@ -168,7 +173,8 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
                 if not shrink:
                     problems.append(Problem(sample.id, (
                         f"{too_long}; it is never cut (that would split image tokens or drop the answer). Raise "
-                        "data.max_length or lower data.max_pixels"), kind=TOO_LONG))
+                        f"data.max_length or lower {_LOWER_VIDEO if sample.video_parts else 'data.max_pixels'}"),
+                        kind=TOO_LONG))
                     continue
                 try:
                     smaller, (text, visual) = renderer.shrink_to_fit(sample, [sizes[p] for p in sample.images])
@@ -191,7 +197,9 @@ def check_samples(samples: list[Sample], renderer: Any = None, shrink: bool = Fa
 
 
 def _scale(before: Sample, after: Sample, sizes: dict, renderer: Any) -> float:
-    """The new over the old longer side of the largest image of a shrunk sample."""
+    """The new over the old longer side of the largest image of a shrunk sample (of a video: frames)."""
+    if before.video_parts:
+        return after.video_parts[0].max_frames / max(len(p.indices) for p in renderer.frame_plans(before))
     old = [p.size or renderer.image_size or sizes[p.path] for p in before.image_parts]
     largest = max(range(len(old)), key=lambda i: max(old[i]))
     return max(after.image_parts[largest].size) / max(old[largest])
@@ -222,6 +230,7 @@ def check_dataset(path: str | Path, format: str = "auto", options: ReadOptions |
             report.duplicates.append((sample.id, first[key]))
         first.setdefault(key, sample.id)
     report.images = sum(len(s.images) for s in good)
+    report.videos = sum(len(s.video_parts) for s in good)
     report.turns = sum(len(s.messages) for s in good)
     return report
 
@@ -240,5 +249,8 @@ def content_key(sample: Sample) -> str:
     a canonical string."""
     messages = sample_to_record(Sample(sample.messages, ""), "/")["messages"]
     shown = [p.size and list(p.size) for p in sample.image_parts]
+    frames = [p.max_frames for p in sample.video_parts]
     # Sizes only where some image has one: the keys of other samples (and disk caches under them) stay as they were.
+    if any(frames):  # a shrunk video's frame limit, likewise
+        return json.dumps({"messages": messages, "shown": shown, "frames": frames}, sort_keys=True)
     return json.dumps({"messages": messages, "shown": shown} if any(shown) else messages, sort_keys=True)

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.sample import BoxPart, PointPart, Sample
 from .formats.coords import inside
 from .images import frame_count, upright_size
+from .videos import VideoReadError, probe
 
 
 class ImageProblem(ValueError):
@@ -59,6 +60,15 @@ def image_problem(sample: Sample, sizes: dict, frames: dict) -> tuple[str, str |
                 sizes[path] = str(e)
         if isinstance(sizes[path], str):
             return f"{path.name}: {sizes[path]}", None
+    for part in sample.video_parts:
+        if part.path not in sizes:
+            try:
+                info = probe(part.path)
+                sizes[part.path], frames[part.path] = (info.width, info.height), info.frames
+            except (OSError, VideoReadError) as e:
+                sizes[part.path] = f"cannot use video: {e}"
+        if isinstance(sizes[part.path], str):
+            return f"{part.path.name}: {sizes[part.path]}", None
     images = sample.images
     for message in sample.messages:
         for part in message.content:

@@ -15,13 +15,14 @@ from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import SampleError
 from ..core.sample import BoxPart, GroundingPart, PointPart, Sample
-from ..models import grounding
+from ..models import family_names, get_family, grounding
 from ..models.spec import FamilySpec
 from .images import image_size, load_image
 from .labels import IGNORE_INDEX, assistant_labels, check_answer_count, header_tokenizations, turn_labels
 from .measure import add_special_tokens
 from .measure import count_tokens as count_text_and_visual
 from .shrink import shrink_to_fit
+from .videos import VIDEO_KWARGS, FramePlan, VideoReadError, VideoSettings, expand_videos, load_frames, metadata, plan
 
 TURN_CHECKS = 8
 """Samples on which per-turn labelling is checked while the data is measured, before any weights load."""
@@ -31,10 +32,11 @@ class Renderer:
     """Turns samples into model inputs (``input_ids``, ``labels``, pixel tensors, ...)."""
 
     def __init__(self, processor: Any, spec: FamilySpec, max_length: int | None = None,
-                 image_size: grounding.Size | None = None):
+                 image_size: grounding.Size | None = None, video: VideoSettings | None = None):
         self.processor, self.spec, self.max_length = processor, spec, max_length
         # (width, height) every image is stretched to before the processor (data.image_size); None: no resize.
         self.image_size: grounding.Size | None = tuple(image_size) if image_size else None
+        self.video = video or VideoSettings()  # frame sampling of video parts (data.video_*)
         tokenizer = processor.tokenizer
         self.header_ids = header_tokenizations(tokenizer, spec.assistant_header)
         self.turn_end_id = tokenizer.convert_tokens_to_ids(spec.turn_end)
@@ -45,6 +47,9 @@ class Renderer:
     def text(self, sample: Sample, add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template writes it; boxes and points in the family's grounding syntax."""
         ground = self.grounder(sample) if sample.has_grounding else None
+        if sample.video_parts and not self.spec.supports_video:
+            raise SampleError(sample.id, f"has a video ({sample.video_parts[0].path.name}), but vlmtune trains family "
+                              f"{self.spec.name} on images only; videos: {', '.join(video_families())}")
         chat = sample.to_chat(ground=ground)
         end, replaced = self.spec.turn_end, self.spec.turn_end_replaces
         if replaced is not None:
@@ -154,12 +159,26 @@ class Renderer:
         for part, size in zip(sample.image_parts, image_sizes, strict=True):
             self.check_aspect_ratio(sample, part.path, size)
         text = self.text(sample)
+        plans = self.frame_plans(sample)
         if self.spec.assistant_header is None and self._turns_checked < TURN_CHECKS:
             # Data is measured before any weights load: a template whose turns cannot be told apart stops it here.
             self._turns_checked += 1
             turn_labels(self, sample, self.process(sample, text)["input_ids"])
-        return count_text_and_visual(self.processor, self.spec, text, image_sizes)
+        if not plans:
+            return count_text_and_visual(self.processor, self.spec, text, image_sizes)
+        text, n_video = expand_videos(self.processor, text, plans)
+        n_text, n_visual = count_text_and_visual(self.processor, self.spec, text, image_sizes)
+        return n_text - n_video, n_visual + n_video
 
+    def frame_plans(self, sample: Sample) -> list[FramePlan]:
+        """The frames the model sees of each video of ``sample`` (:func:`.videos.plan`)."""
+        plans = []
+        for part in sample.video_parts:
+            try:
+                plans.append(plan(self.processor, self.spec, self.video, part))
+            except (OSError, VideoReadError) as e:
+                raise SampleError(sample.id, f"cannot use video {part.path}: {e}") from None
+        return plans
     def shrink_to_fit(self, sample: Sample, image_sizes: list[grounding.Size]) -> tuple[Sample, tuple[int, int]]:
         """``sample`` with its images shown smaller so that it fits :attr:`max_length`, and its ``(text, visual)``
         token counts so; ``image_sizes`` are its image files' sizes, as for :meth:`count_tokens`, and the sample
@@ -177,10 +196,18 @@ class Renderer:
         """The processor's output for the chat ``text`` of ``sample`` with its images (1-D sequences)."""
         self.check_control_tokens(sample)
         images = self.shown_images(sample)
+        videos: dict = {}
+        if sample.video_parts:
+            plans = self.frame_plans(sample)
+            try:
+                frames = [load_frames(part.path, p) for part, p in zip(sample.video_parts, plans, strict=True)]
+            except (OSError, VideoReadError) as e:
+                raise SampleError(sample.id, f"cannot use a video: {e}") from None
+            videos = {"videos": frames, "video_metadata": [metadata(p) for p in plans], "videos_kwargs": VIDEO_KWARGS}
         # Images nested per text, as apply_chat_template passes them: a flat list reads as one image per sample
         # to processors that count a sample's images (LLaVA-OneVision tiles only a sample's only image).
         batch = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
-                               add_special_tokens=add_special_tokens(self.processor.tokenizer, text))
+                               add_special_tokens=add_special_tokens(self.processor.tokenizer, text), **videos)
         return {k: (v[0] if k in SEQUENCE_KEYS else v) for k, v in batch.items()}
 
     def shown_images(self, sample: Sample) -> list[Image.Image]:
@@ -236,6 +263,11 @@ class Renderer:
             return (f"({role}) contains {header!r}, the assistant header of this model's chat format: its answer "
                     "would start there; reword it")
         return None
+
+
+def video_families() -> list[str]:
+    """The registered families that take videos, by name."""
+    return [name for name in family_names() if get_family(name).supports_video]
 
 
 def _text_fields(message, index: int):

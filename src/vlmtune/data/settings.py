@@ -13,6 +13,7 @@ from .formats import ReadOptions
 if TYPE_CHECKING:
     from ..models.spec import FamilySpec
     from .render import Renderer
+    from .videos import VideoSettings
 
 
 def read_options(data: DataConfig) -> ReadOptions:
@@ -31,4 +32,12 @@ def renderer_for(model: str, data: DataConfig, spec: FamilySpec | None = None) -
 
     spec = spec or spec_for(model, check_split=False)
     processor = load_processor(model, spec, data.min_pixels, data.max_pixels)
-    return Renderer(processor, spec, data.max_length, data.image_size)
+    return Renderer(processor, spec, data.max_length, data.image_size, video=video_settings(data))
+
+
+def video_settings(data: DataConfig) -> VideoSettings:
+    """How frames are sampled from ``data``'s videos (``data.video_*``)."""
+    from .videos import VideoSettings
+
+    return VideoSettings(fps=data.video_fps, max_frames=data.video_max_frames, max_pixels=data.video_max_pixels,
+                         total_pixels=data.video_total_pixels)

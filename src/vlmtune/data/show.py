@@ -42,7 +42,9 @@ def show_sample(renderer: Renderer, sample: Sample, lengths: tuple[int, int]) ->
     ``data check`` measures them (:func:`~vlmtune.data.check.check_samples`)."""
     features = renderer.encode(sample)
     ids, labels = features["input_ids"].tolist(), features["labels"].tolist()
-    image_id = _image_token_id(renderer.processor)
+    # Image and video tokens: each run is shown as one token and its count.
+    media = {t for t in (_media_token_id(renderer.processor, "image_token"),
+                         _media_token_id(renderer.processor, "video_token")) if t is not None}
     decode = renderer.processor.tokenizer.decode
     pieces: list[str] = []
     trained, i = False, 0
@@ -52,12 +54,12 @@ def show_sample(renderer: Renderer, sample: Sample, lengths: tuple[int, int]) ->
             pieces.append(OPEN if now else CLOSE)
             trained = now
         j = i + 1
-        if ids[i] == image_id:
-            while j < len(ids) and ids[j] == image_id and (labels[j] != IGNORE_INDEX) == now:
+        if ids[i] in media:
+            while j < len(ids) and ids[j] == ids[i] and (labels[j] != IGNORE_INDEX) == now:
                 j += 1
-            pieces.append(f"{decode([image_id], skip_special_tokens=False)}x{j - i}")
+            pieces.append(f"{decode([ids[i]], skip_special_tokens=False)}x{j - i}")
         else:
-            while j < len(ids) and ids[j] != image_id and (labels[j] != IGNORE_INDEX) == now:
+            while j < len(ids) and ids[j] not in media and (labels[j] != IGNORE_INDEX) == now:
                 j += 1
             pieces.append(_decode_run(decode, ids, i, j))
         i = j
@@ -83,8 +85,8 @@ def _decode_run(decode: Any, ids: list[int], start: int, stop: int) -> str:
     return text(ids[start:stop])
 
 
-def _image_token_id(processor: Any) -> int | None:
-    token = getattr(processor, "image_token", None)
+def _media_token_id(processor: Any, name: str) -> int | None:
+    token = getattr(processor, name, None)
     if not isinstance(token, str):
         return None
     found = processor.tokenizer.convert_tokens_to_ids(token)

@@ -23,6 +23,8 @@ def shrink_to_fit(renderer: Renderer, sample: Sample,
     ``(text, visual)`` token counts so (see :meth:`Renderer.shrink_to_fit`)."""
     bases = [part.size or renderer.image_size or size
              for part, size in zip(sample.image_parts, image_sizes, strict=True)]
+    if sample.video_parts:
+        return fewer_frames(renderer, sample, image_sizes)
     limits = renderer.pixel_limits()
     if not bases:
         raise CannotShrink(sample.id, "it has no image to shrink")
@@ -59,3 +61,29 @@ def shrink_to_fit(renderer: Renderer, sample: Sample,
         else:
             hi = mid - 1
     return at(lo), counts
+
+
+def fewer_frames(renderer: Renderer, sample: Sample,
+                 image_sizes: list[grounding.Size]) -> tuple[Sample, tuple[int, int]]:
+    """``sample`` with fewer frames sampled from its videos (the same at most for each: see
+    :attr:`~vlmtune.core.sample.VideoPart.max_frames`), the most that fit the renderer's ``max_length``, and its
+    ``(text, visual)`` token counts so. Its images are left as they are."""
+    most = max(len(p.indices) for p in renderer.frame_plans(sample))
+    lo, max_length = 2, renderer.max_length
+    counts = renderer.count_tokens(sample.with_video_frames(lo), image_sizes)
+    if sum(counts) > max_length:
+        text, visual = counts
+        raise CannotShrink(sample.id, f"its text alone is {text} tokens" if text > max_length else (
+            f"it still has {text + visual} tokens ({visual} visual) with {lo} frames of each video; lower "
+            "data.video_max_pixels"))
+    hi = most - 1  # invariant: lo frames fit, hi + 1 do not (most: the sample as it is)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        mid_counts = renderer.count_tokens(sample.with_video_frames(mid), image_sizes)
+        if sum(mid_counts) <= max_length:
+            lo, counts = mid, mid_counts
+        else:
+            hi = mid - 1
+    # The frames sampled at that limit (the family may round it down), so the sample says what the model sees.
+    lo = max(len(p.indices) for p in renderer.frame_plans(sample.with_video_frames(lo)))
+    return sample.with_video_frames(lo), counts

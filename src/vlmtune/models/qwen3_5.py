@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from .qwen_vl import _QWEN3_SPECIAL_TOKENS, _QWEN3_VL_GROUNDING
 from .registry import register_family
 from .spec import FamilySpec
+from .video_frames import qwen3_frame_indices
 
 # Tiny model: hidden 64 and two decoder layers, one of each kind (the real models repeat 3 linear + 1 full).
 # Head dims are shrunk with them; partial_rotary_factor 0.25 is the real one, so 8 of the 32 head dims rotate
@@ -79,6 +80,6 @@ QWEN3_5 = register_family(FamilySpec(
     tiny_image_processor={"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 32 ** 2,
                           "max_pixels": (8 * 32) ** 2},
     # Packed: the Gated-DeltaNet layers carry a recurrent state along the row, so they run per sample.
-    packing=True, packing_per_sample_modules=("Qwen3_5GatedDeltaNet",),
+    packing=True, packing_per_sample_modules=("Qwen3_5GatedDeltaNet",), video_frames=qwen3_frame_indices,
     source="https://huggingface.co/Qwen/Qwen3.5-27B",
 ))

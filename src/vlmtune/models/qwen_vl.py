@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from .grounding import GroundingConvention
 from .registry import register_family
 from .spec import DECODER_LORA_TARGETS, FamilySpec
+from .video_frames import qwen2_frame_indices, qwen3_frame_indices
 
 _QWEN2_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -121,7 +122,7 @@ _QWEN2_COMMON = dict(
     assistant_header="<|im_start|>assistant\n", turn_end="<|im_end|>",
     components=_COMPONENTS, language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=28, min_pixels=3136, max_pixels=12845056, max_aspect_ratio=200,
-    tiny_image_processor=_tiny_image_processor(14), packing=True,
+    tiny_image_processor=_tiny_image_processor(14), packing=True, video_frames=qwen2_frame_indices,
 )
 
 QWEN2_VL = register_family(FamilySpec(
@@ -146,6 +147,6 @@ QWEN3_VL = register_family(FamilySpec(
     language_lora_targets=_LANGUAGE_TARGETS,
     image_factor=32, min_pixels=65536, max_pixels=16777216, max_aspect_ratio=200,
     tiny_config=_tiny_qwen3_vl, grounding=_QWEN3_VL_GROUNDING,
-    tiny_image_processor=_tiny_image_processor(16), packing=True,
+    tiny_image_processor=_tiny_image_processor(16), packing=True, video_frames=qwen3_frame_indices,
     source="https://huggingface.co/Qwen/Qwen3-VL-8B-Instruct",
 ))

@@ -66,6 +66,9 @@ class FamilySpec:
     max_aspect_ratio: float | None = None
     """Longest over shortest image side the family's image processor accepts (Qwen-VL's ``smart_resize`` raises
     over 200); such images are refused with their sample. None: no limit."""
+    video_frames: Callable[[int, float, float, int, int], list[int]] | None = None
+    """``(total frames, video fps, fps, min_frames, max_frames) -> indices`` of the frames the family samples from a
+    video (:mod:`.video_frames`); None for a family vlmtune does not train on videos (see :attr:`supports_video`)."""
     image_processor_class: str = ""
     """transformers image-processor class (its PIL backend is used when torchvision is missing)."""
     video_processor_class: str = ""
@@ -140,6 +143,11 @@ class FamilySpec:
         (Qwen-VL): ``data.min_pixels`` / ``data.max_pixels`` apply and a smaller image gets fewer visual tokens.
         False where images are shown at a fixed size or in tiles (LLaVA, Idefics3, Gemma 3, InternVL)."""
         return self.image_factor is not None
+
+    @property
+    def supports_video(self) -> bool:
+        """Whether vlmtune renders video parts for this family (:attr:`video_frames` says which frames)."""
+        return self.video_frames is not None
 
     @property
     def has_grounding(self) -> bool:

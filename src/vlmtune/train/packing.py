@@ -66,8 +66,10 @@ class _MropePositions:
         types = features.get("mm_token_type_ids")
         if types is None:  # a text-only sample: the model's own default, the same position on every axis
             return text.expand(4, -1)
+        # Qwen2.5-VL spaces a video's temporal positions by its seconds per grid step, as the unpacked forward does.
+        timing = {"second_per_grid_ts": features["second_per_grid_ts"]} if "second_per_grid_ts" in features else {}
         rope, _ = self.rope_index(ids[None], types[None], image_grid_thw=features.get("image_grid_thw"),
-                                  video_grid_thw=features.get("video_grid_thw"))
+                                  video_grid_thw=features.get("video_grid_thw"), **timing)
         return torch.cat([text, rope[:, 0].to(text.dtype)])
 
 

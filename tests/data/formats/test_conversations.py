@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from vlmtune.core.errors import DataError, RecordError
-from vlmtune.core.sample import BoxPart, TextPart
+from vlmtune.core.sample import BoxPart, TextPart, VideoPart
 from vlmtune.data.check import check_dataset
 from vlmtune.data.formats import ReadOptions, get_reader, read_dataset, read_samples
 
@@ -92,7 +92,8 @@ def test_llamafactory_registry_entry_with_custom_tags(tmp_path, images):
 @pytest.mark.parametrize("record, field, problem", [
     ({**SHAREGPT, "images": ["red.png"]}, "messages[3].content", "more <image> placeholders than images (1 given)"),
     ({**SHAREGPT, "images": ["red.png", "blue.png", "green.png"]}, "images", "3 images but 2 <image> placeholders"),
-    ({**SHAREGPT, "videos": ["a.mp4"]}, "videos", "only images are supported"),
+    ({**SHAREGPT, "videos": ["a.mp4"]}, "videos[0]", "video file not found 'a.mp4'"),
+    ({**SHAREGPT, "audios": ["a.mp3"]}, "audios", "only images and videos are supported, not audio"),
     ({"messages": [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "<image>"}],
       "images": ["red.png", "blue.png"]}, "messages[1].content", "assistant turns cannot contain images"),
     ({"conversations": [{"from": "human", "value": "hi"}, {"from": "observation", "value": "x"}], "images": []},
@@ -149,8 +150,12 @@ def test_llamafactory_demo_data_reads_as_llamafactory_reads_it():
     # The same image used in two turns is two image parts, never de-duplicated.
     assert first.images == [data / "mllm_demo_data" / "1.jpg"] * 2
     assert first.messages[2].content[0] == TextPart("What are they doing?")
-    with pytest.raises(DataError, match="only images are supported"):
-        read_samples(f"{data}/dataset_info.json#mllm_video_demo")
+    videos = read_samples(f"{data}/dataset_info.json#mllm_video_demo")
+    assert [[p.path.name for p in s.video_parts] for s in videos] == [["1.mp4"], ["2.avi"], ["3.mp4"]]
+    assert videos[0].messages[0].content == (VideoPart(data / "mllm_demo_data" / "1.mp4"),
+                                             TextPart("Why is this video funny?"))
+    with pytest.raises(DataError, match="only images and videos are supported, not audio"):
+        read_samples(f"{data}/dataset_info.json#mllm_audio_demo")
     # Its typed-content JSONL stores paths relative to the repository root, and ends with a blank line.
     v1 = read_samples(data / "v1_multimodal_demo.jsonl", options=ReadOptions(media_root=data.parent))
     assert _messages(v1) == _messages(direct) * 4
@@ -163,12 +168,14 @@ def test_llamafactory_demo_data_reads_as_llamafactory_reads_it():
 
 @needs_real
 def test_qwen_finetune_demo_reads_and_reports_its_missing_videos():
+    # Qwen's fine-tuning format names a record's video in "video"; the demo ships without the video files.
     demo = REAL / "qwen_finetune_demo"
     samples = read_samples(demo / "demo" / "single_images.json", options=ReadOptions(media_root=demo))
     assert [s.messages[-1].text for s in samples] == ["Yes", "6", "2014"]
     assert samples[0].messages[0].content[-1].path == demo / "demo" / "images" / "10095.png"
     result = read_dataset(demo / "demo" / "video.json", options=ReadOptions(media_root=demo))
-    assert not result.samples and all("only images are supported" in str(p) for p in result.problems)
+    assert not result.samples and [p.field for p in result.problems] == ["video[0]"] * 3
+    assert all("video file not found 'v_" in str(p) for p in result.problems)
 
 
 @needs_real
@@ -176,6 +183,6 @@ def test_ms_swift_examples_give_line_numbered_reasons():
     swift = REAL / "peer_samples" / "ms_swift"
     result = read_dataset(swift / "docs_sft_multimodal.jsonl")
     assert [s.id.rsplit(":", 1)[1] for s in result.samples] == ["1"]
-    assert [(p.line, p.field) for p in result.problems] == [(2, "images[0]"), (3, "audios"), (4, "videos")]
+    assert [(p.line, p.field) for p in result.problems] == [(2, "images[0]"), (3, "audios"), (4, "images[0]")]
     agent = read_dataset(swift / "docs_agent_multimodal.jsonl")
     assert not agent.samples and [p.line for p in agent.problems] == [1, 2]

@@ -32,6 +32,8 @@ def test_reads_multi_turn_multi_image_with_paths_relative_to_the_file(tmp_path, 
     ({"messages": [{"role": "user", "content": [{"type": "image", "image": "http://x/a.png"}]},
                    {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "remote image"),
     ({"messages": [{"role": "user", "content": [{"type": "video", "video": "a.mp4"}]},
+                   {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "video file not found 'a.mp4'"),
+    ({"messages": [{"role": "user", "content": [{"type": "audio", "audio": "a.mp3"}]},
                    {"role": "assistant", "content": "x"}]}, "messages[0].content[0]", "unknown part"),
 ])
 def test_bad_records_name_the_line_and_field(tmp_path, images, record, field, problem):

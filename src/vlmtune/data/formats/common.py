@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...core.errors import RecordError, record_name, user_id
-from ...core.sample import ROLES, ImagePart, Message, Part, Sample, TextPart
+from ...core.sample import ROLES, ImagePart, Message, Part, Sample, TextPart, VideoPart
 from .data_uri import data_uri_image, is_data_uri
-
-IMAGE_PLACEHOLDER = "<image>"
-_OTHER_MEDIA = ("<video>", "<audio>")
+from .placeholders import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, split_placeholders
 
 
 @dataclass(frozen=True)
@@ -56,22 +54,31 @@ class Where:
                            record_id=self.record_id)
 
     def image(self, ref: Any, field: str) -> ImagePart:
-        """The image a record refers to, resolved against the media root and checked to exist."""
-        if not isinstance(ref, str) or not ref.strip():
-            raise self.error(f"image reference must be a non-empty file path, got {json.dumps(ref)[:60]}", field)
-        if is_data_uri(ref):
+        """The image a record refers to, resolved against the media root and checked to exist; a ``data:`` URI is
+        decoded to a file of its own (:func:`.data_uri.data_uri_image`)."""
+        if isinstance(ref, str) and is_data_uri(ref):
             return data_uri_image(ref, self, field)
-        if "://" in ref:
-            raise self.error(f"remote image {ref[:80]!r} is not fetched; download it and give a local path", field)
-        image = (self.root / ref).resolve()
-        if not self.allow_outside_root and not image.is_relative_to(self.root):
-            raise self.error(f"image path {ref!r} points outside the data root {self.root}", field,
+        return ImagePart(self.media_file(ref, field, "image"))
+
+    def video(self, ref: Any, field: str) -> VideoPart:
+        """The video file a record refers to, resolved and checked as :meth:`image` does."""
+        return VideoPart(self.media_file(ref, field, "video"))
+
+    def media_file(self, ref: Any, field: str, kind: str) -> Path:
+        """The local file of an image or video reference, resolved against the media root and checked to exist."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise self.error(f"{kind} reference must be a non-empty file path, got {json.dumps(ref)[:60]}", field)
+        if "://" in ref or ref.startswith("data:"):
+            raise self.error(f"remote {kind} {ref[:80]!r} is not fetched; download it and give a local path", field)
+        path = (self.root / ref).resolve()
+        if not self.allow_outside_root and not path.is_relative_to(self.root):
+            raise self.error(f"{kind} path {ref!r} points outside the data root {self.root}", field,
                              hint="pass --allow-outside-root (data.allow_outside_root: true) if that is intended")
-        if not image.is_file():
-            raise self.error(f"image file not found {ref!r}", field,
+        if not path.is_file():
+            raise self.error(f"{kind} file not found {ref!r}", field,
                              hint=f"resolved against {self.root}; set data.media_root if paths are relative to another "
                              "folder")
-        return ImagePart(image)
+        return path
 
 
 def media_root(path: Path, options: ReadOptions) -> Path:
@@ -198,57 +205,15 @@ def first_json_records(path: Path, n: int = 5, scan: int = 100) -> tuple[list[An
     return found, error
 
 
-def split_placeholders(text: str, images: list[ImagePart], used: list[int], where: Where, field: str,
-                       placeholder: str = IMAGE_PLACEHOLDER) -> list[Part]:
-    """Text with ``<image>`` placeholders -> text and image parts, taking images in order.
-
-    Newlines around a placeholder belong to it, not to the text: one newline (``\\n`` or ``\\r\\n``) directly
-    after each placeholder is dropped, and where the text ends with placeholders, one newline directly before
-    them too. So ``"<image>\\nWhat is shown?"`` and ``"What is shown?\\n<image>"`` are the image part and the
-    text ``What is shown?``, and render as that message does: the chat template puts its own separator
-    between an image and the text, and a newline kept from the placeholder would make the model learn a prompt
-    it never sees at inference. Other newlines stay.
-
-    ``used`` holds the count of images taken so far (shared across the turns of one record).
-    """
-    for tag in _OTHER_MEDIA:
-        if tag in text:
-            raise where.error(f"{tag} placeholder: only images are supported, not video or audio", field)
-    pieces = text.split(placeholder)
-    pieces = pieces[:1] + [_drop_newline(piece, start=True) for piece in pieces[1:]]
-    if len(pieces) > 1 and not pieces[-1]:
-        last_text = max(k for k, piece in enumerate(pieces[:-1]) if piece or k == 0)
-        pieces[last_text] = _drop_newline(pieces[last_text], start=False)
-    parts: list[Part] = []
-    for k, piece in enumerate(pieces):
-        if piece:
-            parts.append(TextPart(piece))
-        if k < len(pieces) - 1:
-            if used[0] >= len(images):
-                raise where.error(f"more {placeholder} placeholders than images ({len(images)} given)", field)
-            parts.append(images[used[0]])
-            used[0] += 1
-    return parts
-
-
-def _drop_newline(text: str, start: bool) -> str:
-    """``text`` without one newline at its start (or end)."""
-    for newline in ("\r\n", "\n"):
-        if start and text.startswith(newline):
-            return text[len(newline):]
-        if not start and text.endswith(newline):
-            return text[:-len(newline)]
-    return text
-
-
 def build_conversation(turns: list[tuple[str, str, str]], images: list[ImagePart], where: Where,
                        meta: dict | None = None, system: str | None = None,
-                       placeholder: str = IMAGE_PLACEHOLDER) -> Sample:
+                       placeholder: str = IMAGE_PLACEHOLDER, videos: list[VideoPart] | None = None) -> Sample:
     """A Sample from ``(role, text, field)`` turns whose text carries ``<image>`` placeholders.
 
-    Every image must be claimed by exactly one placeholder, in order; roles must be canonical already.
+    Every image must be claimed by exactly one placeholder, in order; roles must be canonical already. So must
+    every one of ``videos`` by a ``<video>`` placeholder (None: the format has no videos, and ``<video>`` is refused).
     """
-    used = [0]
+    used, used_videos = [0], [0]
     messages = []
     if system and not any(role == "system" for role, _, _ in turns):
         messages.append(Message("system", (TextPart(system),)))
@@ -258,15 +223,18 @@ def build_conversation(turns: list[tuple[str, str, str]], images: list[ImagePart
         if not isinstance(text, str):
             raise where.error(f"turn text must be a string, got {type(text).__name__}", at)
         if role == "assistant":
-            if placeholder in text:
-                raise where.error(f"assistant turns cannot contain images ({placeholder} found)", at)
+            if placeholder in text or (videos and VIDEO_PLACEHOLDER in text):
+                raise where.error(f"assistant turns cannot contain images or videos ({placeholder} found)", at)
             parts: list[Part] = [TextPart(text)]
         else:
-            parts = split_placeholders(text, images, used, where, at, placeholder)
+            parts = split_placeholders(text, images, used, where, at, placeholder, videos, used_videos)
         messages.append(Message(role, tuple(parts)))
     if used[0] != len(images):
         raise where.error(f"{len(images)} images but {used[0]} {placeholder} placeholders; each image needs "
                           "exactly one placeholder in a user turn", "images")
+    if videos is not None and used_videos[0] != len(videos):
+        raise where.error(f"{len(videos)} videos but {used_videos[0]} {VIDEO_PLACEHOLDER} placeholders; each video "
+                          "needs exactly one placeholder in a user turn", "videos")
     return finish(messages, where, meta)
 
 

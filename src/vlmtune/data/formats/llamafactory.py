@@ -51,9 +51,10 @@ def load_entry(path: Path) -> tuple[Path, dict]:
                         "it and give its file_name")
     if "file_name" not in entry:
         raise DataError(f"{file}#{name}: entry has no file_name")
-    for media in ("videos", "audios"):
-        if media in entry.get("columns", {}):
-            raise DataError(f"{file}#{name}: has {media}; only images are supported, not video or audio")
+    if "audios" in entry.get("columns", {}):
+        raise DataError(f"{file}#{name}: has audios; only images and videos are supported, not audio")
+    if "videos" in entry.get("columns", {}) and entry.get("formatting", "alpaca") != "sharegpt":
+        raise DataError(f"{file}#{name}: videos are read in the sharegpt formatting only")
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("sharegpt", "alpaca"):
         raise DataError(f"{file}#{name}: formatting {formatting!r} is not supported (sharegpt, alpaca)")

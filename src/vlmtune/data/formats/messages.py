@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import RecordError
-from ...core.sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart
+from ...core.sample import ROLES, BoxPart, ImagePart, Message, Part, PointPart, Sample, TextPart, VideoPart
 from . import register_reader
 from .common import ReadOptions, Where, finish, parse_each
 from .coords import grounding_part
@@ -63,8 +63,8 @@ def parse_record(record: Any, where: Where, system: str | None = None) -> Sample
         if role not in ROLES:
             raise where.error(f"unknown role {role!r}; expected one of {', '.join(ROLES)}", f"{field}.role")
         parts = _parse_content(raw.get("content"), where, f"{field}.content", n_images)
-        if role == "assistant" and any(isinstance(p, ImagePart) for p in parts):
-            raise where.error("assistant turns cannot contain images", f"{field}.content")
+        if role == "assistant" and any(isinstance(p, ImagePart | VideoPart) for p in parts):
+            raise where.error("assistant turns cannot contain images or videos", f"{field}.content")
         n_images += sum(isinstance(p, ImagePart) for p in parts)
         messages.append(Message(role=role, content=tuple(parts)))
     if system and not any(m.role == "system" for m in messages):
@@ -99,10 +99,16 @@ def _parse_content(content: Any, where: Where, field: str, n_images: int) -> lis
                 ref = ref.get("url")
             parts.append(where.image(ref, at))
             n_images += 1
+        elif kind in ("video", "video_url"):
+            ref = part.get("video", part.get("path", part.get("value", part.get("video_url"))))
+            if isinstance(ref, dict):
+                ref = ref.get("url")
+            parts.append(where.video(ref, at))
         elif kind in ("box", "point"):
             parts.append(_grounding_part(part, kind, where, at, n_images))
         else:
-            raise where.error(f"unknown part {json.dumps(part)[:80]}; expected a text, image, box or point part", at)
+            raise where.error(f"unknown part {json.dumps(part)[:80]}; expected a text, image, video, box or point "
+                              "part", at)
     return parts
 
 

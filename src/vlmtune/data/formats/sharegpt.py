@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import RecordError
-from ...core.sample import ImagePart, Message, Part, Sample, TextPart
+from ...core.sample import ImagePart, Message, Part, Sample, TextPart, VideoPart
 from . import register_reader
 from .common import ReadOptions, Where, build_conversation, parse_each
 from .coords import grounding_part
@@ -35,6 +35,7 @@ class ShareGPTLayout:
 
     messages: tuple[str, ...] = ("messages", "conversations")
     images: tuple[str, ...] = ("images", "image")
+    videos: tuple[str, ...] = ("videos", "video")
     system: str = "system"
     role_tag: tuple[str, ...] = ("role", "from")
     content_tag: tuple[str, ...] = ("content", "value")
@@ -52,6 +53,7 @@ class ShareGPTLayout:
         return cls(
             messages=(columns["messages"],) if "messages" in columns else default.messages,
             images=(columns["images"],) if "images" in columns else default.images,
+            videos=(columns["videos"],) if "videos" in columns else default.videos,
             system=columns.get("system", default.system),
             role_tag=(tags["role_tag"],) if "role_tag" in tags else default.role_tag,
             content_tag=(tags["content_tag"],) if "content_tag" in tags else default.content_tag,
@@ -71,10 +73,11 @@ def parse_sharegpt(record: Any, where: Where, layout: ShareGPTLayout = ShareGPTL
     key = _first_key(record, layout.messages)
     if key is None or not isinstance(record[key], list):
         raise where.error(f"expected a {' or '.join(map(repr, layout.messages))} list of turns", layout.messages[0])
-    for media in ("videos", "audios", "video", "audio"):
+    for media in ("audios", "audio"):
         if record.get(media):
-            raise where.error("only images are supported, not video or audio", media)
+            raise where.error("only images and videos are supported, not audio", media)
     images = _images(record, layout, where)
+    videos = _videos(record, layout, where)
     turns = []
     for i, turn in enumerate(record[key]):
         at = f"{key}[{i}]"
@@ -93,8 +96,9 @@ def parse_sharegpt(record: Any, where: Where, layout: ShareGPTLayout = ShareGPTL
     record_system = record.get(layout.system)
     if isinstance(record_system, str) and record_system and not any(r == "system" for r, _, _ in turns):
         turns.insert(0, ("system", record_system, layout.system))
-    meta = {k: v for k, v in record.items() if k not in (key, *layout.images, layout.system, "objects")}
-    sample = build_conversation(turns, images, where, meta, system=system)
+    meta = {k: v for k, v in record.items()
+            if k not in (key, *layout.images, *layout.videos, layout.system, "objects")}
+    sample = build_conversation(turns, images, where, meta, system=system, videos=videos)
     if "objects" in record:
         sample = _fill_objects(sample, record["objects"], where)
     return sample
@@ -110,6 +114,21 @@ def _images(record: dict, layout: ShareGPTLayout, where: Where) -> list[ImagePar
     if not isinstance(refs, list):
         raise where.error("images must be a list of file paths", key)
     return [where.image(ref, f"{key}[{j}]") for j, ref in enumerate(refs)]
+
+
+def _videos(record: dict, layout: ShareGPTLayout, where: Where) -> list[VideoPart]:
+    key = _first_key(record, layout.videos)
+    refs = record.get(key) if key else None
+    if refs is None:
+        return []
+    if isinstance(refs, str):
+        refs = [refs]
+    if not isinstance(refs, list):
+        raise where.error("videos must be a list of file paths", key)
+    for j, ref in enumerate(refs):
+        if isinstance(ref, list):  # LLaMA-Factory: a video given as its frames' image files
+            raise where.error("a video given as a list of frame images is not read; give the video file", f"{key}[{j}]")
+    return [where.video(ref, f"{key}[{j}]") for j, ref in enumerate(refs)]
 
 
 def _fill_objects(sample: Sample, objects: Any, where: Where) -> Sample:
@@ -159,7 +178,8 @@ class ShareGPTReader:
         text = " ".join(str(t.get("content", t.get("value"))) for t in turns)
         llava = key == "conversations" and "images" not in first_record
         return strings and not llava and "<|vision_start|>" not in text and (
-            key == "conversations" or "images" in first_record or "<image>" in text or "objects" in first_record)
+            key == "conversations" or "images" in first_record or "<image>" in text or "objects" in first_record
+            or "videos" in first_record or "<video>" in text)
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Sample | RecordError]:
         return parse_each(path, options, lambda record, where: parse_sharegpt(record, where, system=options.system))

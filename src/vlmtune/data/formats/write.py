@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...core.sample import BoxPart, ImagePart, Part, PointPart, PreferenceSample, Sample, TextPart
+from ...core.sample import BoxPart, ImagePart, Part, PointPart, PreferenceSample, Sample, TextPart, VideoPart
 
 
 def sample_to_record(sample: Sample, relative_to: str | Path) -> dict[str, Any]:
@@ -38,6 +38,8 @@ def _part(part: Part, root: Path) -> dict[str, Any]:
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
         return {"type": "image", "image": _relative(Path(part.path), root)}
+    if isinstance(part, VideoPart):
+        return {"type": "video", "video": _relative(Path(part.path), root)}
     if isinstance(part, BoxPart):
         out = {"type": "box", "box": [_number(c) for c in part.box], "image": part.image}
     elif isinstance(part, PointPart):
