@@ -72,3 +72,21 @@ def test_the_cache_stops_writing_at_its_byte_limit_and_still_renders(tmp_path, t
     assert [cache.path(s).is_file() for s in samples] == [True, False]
     assert "reached its limit of" in caplog.text
     assert cache.encode(samples[1]) and cache.misses == 3  # not written, so rendered again
+
+
+def test_the_two_sides_of_a_preference_pair_are_cached_apart(tmp_path, tiny_dir, images):
+    from dataclasses import replace
+
+    from vlmtune.core.sample import Message, PreferenceSample, TextPart
+
+    sample = check_dataset(write_jsonl(tmp_path / "d.jsonl", [conversation()])).samples[0]
+    pair = PreferenceSample(sample.messages, sample.id, sample.meta,
+                            rejected=Message("assistant", (TextPart("a wrong answer entirely"),)))
+    chosen, rejected = pair.chosen_sample(), pair.rejected_sample()
+    assert chosen.id == rejected.id  # one record: the memo must not confuse its sides
+    renderer = _renderer(tiny_dir("qwen2_5_vl"))
+    cached = CachedRenderer(renderer, tmp_path / "cache")
+    for side in (chosen, rejected, replace(rejected)):
+        want = renderer.encode(side)
+        assert torch.equal(cached.encode(side)["input_ids"], want["input_ids"])
+    assert (cached.misses, cached.hits) == (2, 1)

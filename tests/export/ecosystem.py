@@ -12,6 +12,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from vlmtune.cli.main import main
 from vlmtune.config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig, dump_config
 from vlmtune.models import get_family, load_model
+from vlmtune.models.answers import AnswerText
 from vlmtune.train import apply_lora
 
 PROMPT = "What colour is the shape?"
@@ -27,13 +28,15 @@ def plain_inputs(folder: Path, image: Path, family: str, **processor_kwargs) -> 
 
 
 def plain_generate(folder: Path, image: Path, family: str) -> str:
-    """Greedy answer of plain transformers (fp32), decoded as ``vlmtune predict`` prints it."""
+    """Greedy answer of plain transformers (fp32), decoded as ``vlmtune predict`` prints it: the special tokens
+    dropped except those an answer is made of (InternVL's ``<box>``, Qwen2-VL's ``<|box_start|>``)."""
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     inputs = plain_inputs(folder, image, family)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    answer_text = AnswerText(processor.tokenizer, get_family(family).answer_tokens)
+    return answer_text(out[0, inputs["input_ids"].shape[1]:].tolist()).strip()
 
 
 def vlmtune_predict(capsys, image: Path, *args: str) -> str:

@@ -51,7 +51,7 @@ class CachedRenderer:
         self.renderer = renderer
         self.root = Path(cache_dir)
         self.fingerprint = renderer_fingerprint(renderer)
-        self._keys: dict[str, str] = {}
+        self._keys: dict[tuple, str] = {}
         self.hits = self.misses = 0
         self.max_bytes, self.written = max_bytes, 0
 
@@ -59,14 +59,16 @@ class CachedRenderer:
         return getattr(self.renderer, name)
 
     def path(self, sample: Sample) -> Path:
-        key = self._keys.get(sample.id)
+        # Memoised by id and messages: a preference pair's chosen and rejected sides share the record's id.
+        memo = (sample.id, sample.messages)
+        key = self._keys.get(memo)
         if key is None:
             h = hashlib.sha256(self.fingerprint.encode())
             h.update(content_key(sample).encode())
             for image in [*sample.images, *(part.path for part in sample.video_parts)]:
                 st = os.stat(image)
                 h.update(f"\0{st.st_size}:{st.st_mtime_ns}".encode())
-            key = self._keys[sample.id] = h.hexdigest()
+            key = self._keys[memo] = h.hexdigest()
         return self.root / key[:2] / f"{key}.safetensors"
 
     def encode(self, sample: Sample) -> dict[str, torch.Tensor]:

@@ -18,10 +18,10 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..config import Config
 from ..core.errors import ConfigError
-from ..data.cache import CachedRenderer
 from ..data.preference import PreferenceCollator, pair_datasets
 from ..models import load_model, resolve_dtype
 from .prepare import Prepared
+from .trainer_inputs import data_cache
 
 log = logging.getLogger("vlmtune")
 
@@ -41,7 +41,7 @@ def dpo_trainer(cfg: Config, data: Prepared, model: torch.nn.Module, args: Train
         raise ConfigError("train.stage dpo needs TRL: pip install 'vlmtune[rl]'") from None
     dpo_args = DPOConfig(**_values(args), beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type],
                          label_smoothing=cfg.dpo.label_smoothing, max_length=None, precompute_ref_log_probs=False)
-    encoder = CachedRenderer(data.renderer, cfg.data.cache_dir) if cfg.data.cache_dir else data.renderer
+    encoder = data_cache(cfg, data.renderer) or data.renderer
     # One collator serves both splits (the Trainer has one): the validation pairs come after the training ones.
     chosen, rejected = pair_datasets([*data.train_samples, *data.val_samples], encoder, cfg.data.cache_in_memory)
     collator = PreferenceCollator(chosen, rejected, data.processor.tokenizer.pad_token_id)
