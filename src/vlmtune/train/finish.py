@@ -20,6 +20,7 @@ from ..files import make_readable
 from ..models import load_model, resolve_dtype
 from .model import zero3_enabled, zero3_init_off
 from .prepare import Prepared
+from .streaming import stream_metrics
 
 log = logging.getLogger("vlmtune")
 
@@ -68,6 +69,8 @@ def finish(cfg: Config, trainer, model: torch.nn.Module, data: Prepared, output,
         if val_loss is not None:
             metrics["val_loss"] = val_loss
         metrics.update(scores)
+    if cfg.data.streaming:  # what the stream dropped after the first check
+        metrics.update(stream_metrics(run_dir))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("final metrics: %s", json.dumps(metrics))
     make_readable(run_dir)  # safetensors writes the weights 0600

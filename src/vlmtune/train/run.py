@@ -28,7 +28,7 @@ from .model import dtype_name, training_model
 from .prepare import prepare
 from .run_plan import log_plan, trainer_plan
 from .start import started_run
-from .streaming import StreamCheckpoints, add_stream_metrics, stream_dataset
+from .streaming import StreamCheckpoints, stream_dataset
 from .trainer import NonFiniteLoss, VlmTrainer, causal_lm_loss
 from .trainer_inputs import (
     batch_collator,
@@ -104,10 +104,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
             raise _diverged(run_dir, e) from None
         if stop.stopped_at is not None:
             raise _stopped_at_step_end(run_dir, stop)
-        result = finish(cfg, trainer, model, data, output, run_dir)
-        if cfg.data.streaming:
-            add_stream_metrics(run_dir, result.metrics)
-        return result
+        return finish(cfg, trainer, model, data, output, run_dir)
 
 
 def check_runnable(cfg: Config) -> None:

@@ -107,11 +107,3 @@ def stream_metrics(run_dir: Path) -> dict[str, Any]:
                     len(records), "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)), problems[0],
                     run_dir / DROPPED_FILE)
     return {"stream_dropped": len(records), "stream_dropped_reasons": dict(reasons)}
-
-
-def add_stream_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Adds :func:`stream_metrics` to ``metrics`` and to the run's metrics.json."""
-    metrics.update(stream_metrics(run_dir))
-    path = run_dir / "metrics.json"
-    if path.is_file():
-        path.write_text(json.dumps({**json.loads(path.read_text()), **metrics}, indent=2) + "\n")
