@@ -55,9 +55,9 @@ def longest_sample(model: str, data: Path) -> int:
     """Tokens of the longest sample (visual included), counted from image sizes as training does."""
     from vlmtune.data import Renderer
     from vlmtune.data.check import check_dataset
-    from vlmtune.models import family_of, load_processor
+    from vlmtune.models import load_processor, spec_for
 
-    spec = family_of(model)
+    spec = spec_for(model, check_split=False)
     renderer = Renderer(load_processor(model, spec, None, MAX_PIXELS), spec)
     return max(t + v for t, v in check_dataset(data, renderer=renderer).lengths)
 

@@ -20,7 +20,7 @@ from vlmtune.data.check import check_dataset
 from vlmtune.data.collate import SAMPLE_IDS
 from vlmtune.data.pack import PackingCollator
 from vlmtune.data.render import IGNORE_INDEX
-from vlmtune.models import family_of, load_model, load_processor
+from vlmtune.models import load_model, load_processor, spec_for
 from vlmtune.train.packing import model_positions, split_per_sample
 from vlmtune.train.trainer import causal_lm_loss
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--max-pixels", type=int, default=200704, help="as benchmarks/mixed_images.py sets")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    spec = family_of(args.model)
+    spec = spec_for(args.model, check_split=False)
     renderer = Renderer(load_processor(args.model, spec, max_pixels=args.max_pixels), spec)
     dataset = EncodedDataset(check_dataset(args.data).samples, renderer)
     model = load_model(args.model)
