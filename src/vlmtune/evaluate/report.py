@@ -141,24 +141,8 @@ def loss_curve_png(path: Path) -> bytes | None:
     train, val = read_losses(path)
     if not train and not val:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # A bare Figure on the Agg canvas leaves pyplot's global state and the user's backend alone.
-    fig = Figure(figsize=(7, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for points, label, style in ((train, "training loss", "-"), (val, "validation loss", "o-")):
-        if points:
-            ax.plot(*zip(*points, strict=True), style, label=label, markersize=4)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _line_chart_png([(points, label, style) for points, label, style in
+                            ((train, "training loss", "-"), (val, "validation loss", "o-")) if points], "loss")
 
 
 def _loss_section(path: Path) -> str:
@@ -198,16 +182,23 @@ def read_rewards(path: Path) -> dict[str, list[tuple[float, float]]]:
 
 def reward_curve_png(curves: dict[str, list[tuple[float, float]]]) -> bytes:
     """The curves of :func:`read_rewards` against step, as PNG bytes. Raises ImportError without matplotlib."""
+    return _line_chart_png([(points, name, "-" if name == "reward" else "--") for name, points in curves.items()],
+                           "mean reward")
+
+
+def _line_chart_png(lines: list[tuple[list[tuple[float, float]], str, str]], ylabel: str) -> bytes:
+    """``(points, label, matplotlib style)`` lines against step, as PNG bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # A bare Figure on the Agg canvas leaves pyplot's global state and the user's backend alone.
     fig = Figure(figsize=(7, 3.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for name, points in curves.items():
-        ax.plot(*zip(*points, strict=True), "-" if name == "reward" else "--", label=name, markersize=4)
+    for points, label, style in lines:
+        ax.plot(*zip(*points, strict=True), style, label=label, markersize=4)
     ax.set_xlabel("step")
-    ax.set_ylabel("mean reward")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -104,27 +104,26 @@ def parse_sharegpt(record: Any, where: Where, layout: ShareGPTLayout = ShareGPTL
     return sample
 
 
-def _images(record: dict, layout: ShareGPTLayout, where: Where) -> list[ImagePart]:
-    key = _first_key(record, layout.images)
+def _media_refs(record: dict, keys: Any, where: Where, kind: str) -> tuple[str | None, list]:
+    """The record's column of ``kind`` (images, videos) among ``keys``, and its references as a list."""
+    key = _first_key(record, keys)
     refs = record.get(key) if key else None
     if refs is None:
-        return []
+        return key, []
     if isinstance(refs, str):
         refs = [refs]
     if not isinstance(refs, list):
-        raise where.error("images must be a list of file paths", key)
+        raise where.error(f"{kind} must be a list of file paths", key)
+    return key, refs
+
+
+def _images(record: dict, layout: ShareGPTLayout, where: Where) -> list[ImagePart]:
+    key, refs = _media_refs(record, layout.images, where, "images")
     return [where.image(ref, f"{key}[{j}]") for j, ref in enumerate(refs)]
 
 
 def _videos(record: dict, layout: ShareGPTLayout, where: Where) -> list[VideoPart]:
-    key = _first_key(record, layout.videos)
-    refs = record.get(key) if key else None
-    if refs is None:
-        return []
-    if isinstance(refs, str):
-        refs = [refs]
-    if not isinstance(refs, list):
-        raise where.error("videos must be a list of file paths", key)
+    key, refs = _media_refs(record, layout.videos, where, "videos")
     for j, ref in enumerate(refs):
         if isinstance(ref, list):  # LLaMA-Factory: a video given as its frames' image files
             raise where.error("a video given as a list of frame images is not read; give the video file", f"{key}[{j}]")
