@@ -17,7 +17,7 @@ from vlmtune.models import load_model
 from vlmtune.train.arguments import training_arguments
 from vlmtune.train.prepare import prepare
 from vlmtune.train.trainer import VlmTrainer
-from vlmtune.train.trainer_inputs import batch_collator, batch_lengths, encoded_datasets
+from vlmtune.train.trainer_inputs import batch_collator, batch_lengths, encoded_datasets, render_ahead
 
 PLAN = [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
 
@@ -89,9 +89,9 @@ def _loader_batches(cfg, prefetch: bool, run_dir) -> tuple[list[dict], VlmTraine
     train_ds, _ = encoded_datasets(cfg, data)
     args = training_arguments(cfg, run_dir, has_val=False)
     trainer = VlmTrainer(model=load_model(cfg.model.path), args=args, train_dataset=train_ds,
-                         data_collator=batch_collator(cfg, data, 1), train_lengths=batch_lengths(cfg, data.train))
-    if not prefetch:
-        train_ds.prefetcher = None
+                         data_collator=batch_collator(cfg, data, 1), train_lengths=batch_lengths(cfg, data.train),
+                         render_ahead=prefetch)
+    assert (train_ds.prefetcher is not None) == prefetch
     loader = trainer.get_train_dataloader()
     batches = [batch for _ in range(2) for batch in loader]  # two epochs, as the Trainer iterates them
     return batches, trainer
@@ -132,3 +132,13 @@ def test_the_same_plan_again_is_rendered_ahead_again():
             for i in batch:
                 prefetcher.get(i)
     assert prefetcher.served_ahead == 2 * (10 - 2)  # all but batch 0, each time
+
+
+def test_rendering_ahead_is_the_default_on_an_accelerator_only(tmp_path):
+    cfg = load_config(None, ["model.path=m", "data.train=t.jsonl"])
+    assert render_ahead(cfg, torch.device("cuda", 0)) and render_ahead(cfg, torch.device("mps"))
+    assert not render_ahead(cfg, torch.device("cpu"))  # the steps already use every core
+    forced = load_config(None, ["model.path=m", "data.train=t.jsonl", "data.prefetch=true"])
+    assert render_ahead(forced, torch.device("cpu"))
+    off = load_config(None, ["model.path=m", "data.train=t.jsonl", "data.prefetch=false"])
+    assert not render_ahead(off, torch.device("cuda", 0))

@@ -61,7 +61,14 @@ class DataConfig(Section):
     """Folder where rendered samples (ids, labels, pixel tensors) are kept on disk and reused by later epochs and
     runs; keyed by sample content, image file size and mtime, processor settings, image_size and vlmtune version.
     auto: RUN/cache under train.output_dir (kept by --overwrite and --resume), filled up to a quarter of the disk's
-    free space; null: render every epoch."""
+    free space, when the run passes over its samples more than once (train.epochs above 1, or train.max_steps
+    set); a one-pass run renders each sample once and writes nothing, since writing a sample's pixel tensors costs
+    more than rendering it. null: render every epoch."""
+    prefetch: Literal["auto"] | bool = "auto"
+    """Render the next batches in a background thread while the model trains on this one (no effect with
+    train.dataloader_workers). auto: when the model trains on a GPU or another accelerator, whose training thread
+    mostly waits on the device; not on CPU, where the model's own operations use every core and a second thread
+    slows them more than it saves."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Table/HF-dataset columns: canonical field (image, prompt, answer, system) -> column name."""
     prompt: str | None = None

@@ -25,7 +25,7 @@ from transformers import AutoModelForImageTextToText, Trainer, set_seed
 from ..config import Config
 from ..core.errors import ConfigError
 from ..data import Collator, EncodedDataset
-from ..data.cache import CachedRenderer
+from ..data.cache import AUTO, CachedRenderer
 from ..models import resolve_dtype
 from ..train.arguments import training_arguments
 from ..train.model import build_model
@@ -33,7 +33,7 @@ from ..train.packing import packing_collator
 from ..train.prepare import Prepared, prepare
 from ..train.run import check_runnable
 from ..train.trainer import VlmTrainer, causal_lm_loss
-from ..train.trainer_inputs import batch_lengths, encoded_datasets
+from ..train.trainer_inputs import batch_lengths, encoded_datasets, render_ahead, several_passes
 from .arch import random_model
 from .baseline import BaselineCollator, baseline_dataset
 from .flops import matmul_weights, step_tokens, train_flops
@@ -111,7 +111,7 @@ def _measure(cfg: Config, data: Prepared, out: Path, steps: int, warmup: int, ou
             data_collator=packing_collator(model, spec) if cfg.train.packing else
             Collator(renderer.processor.tokenizer.pad_token_id), compute_loss_func=causal_lm_loss,
             train_lengths=batch_lengths(cfg, data.train), max_tokens_per_batch=cfg.train.max_tokens_per_batch,
-            packed=cfg.train.packing)
+            packed=cfg.train.packing, render_ahead=render_ahead(cfg, args.device))
     else:
         trainer = measured(Trainer, meter)(model=model, args=args, train_dataset=dataset, callbacks=[meter],
                                            data_collator=BaselineCollator(renderer.processor.tokenizer))
@@ -147,7 +147,10 @@ def _bench_config(cfg: Config, out: Path, max_steps: int, progress: bool, worker
         "output_dir": str(out), "max_steps": max_steps, "save_steps": None, "eval_steps": None, "eval_epochs": None,
         "early_stopping_patience": None, "logging_steps": max_steps + 1, "report_to": "none", "progress": progress,
         "dataloader_workers": workers, "trace_samples": False})
-    return cfg.model_copy(update={"train": train})
+    # The cache the user's run would have: auto caches a run of several epochs, not one of a single pass.
+    data = cfg.data if several_passes(cfg) or cfg.data.cache_dir != AUTO else \
+        cfg.data.model_copy(update={"cache_dir": None})
+    return cfg.model_copy(update={"train": train, "data": data})
 
 
 def _flops(model, spec, meter: StepMeter, seconds: float, checkpointing: bool) -> dict[str, Any]:

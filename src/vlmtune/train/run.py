@@ -36,6 +36,7 @@ from .trainer_inputs import (
     best_by_scorer,
     encoded_datasets,
     environ,
+    render_ahead,
     run_callbacks,
     tensorboard_dir,
     trace_file,
@@ -89,7 +90,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, force
                                          data_collator=collator, callbacks=callbacks, compute_loss_func=causal_lm_loss,
                                          max_tokens_per_batch=cfg.train.max_tokens_per_batch, eval_epochs=eval_epochs,
                                          packed=cfg.train.packing, score_generations=scorer, train_lengths=lengths,
-                                         trace_file=trace)
+                                         trace_file=trace, render_ahead=render_ahead(cfg, args.device))
                 warn_if_engine_unused(trainer)
                 plan = trainer_plan(trainer)  # on every process: building the loader is accelerate's business
                 if args.should_log:

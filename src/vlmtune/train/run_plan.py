@@ -25,6 +25,8 @@ class Plan:
     epochs: int
     warmup_steps: int
     world_size: int
+    rendering: str = "in the training loop"
+    """Where samples are rendered: in the loop, in a background thread, in DataLoader workers; and their cache."""
 
 
 def trainer_plan(trainer) -> Plan:
@@ -38,7 +40,17 @@ def trainer_plan(trainer) -> Plan:
         if prepared is not None and loader in prepared:  # only measured: not a loader the run trains from
             prepared.remove(loader)
     return Plan(batches_per_epoch=batches, steps_per_epoch=per_epoch, total_steps=total, epochs=epochs,
-                warmup_steps=args.get_warmup_steps(total), world_size=args.world_size)
+                warmup_steps=args.get_warmup_steps(total), world_size=args.world_size,
+                rendering=_rendering(trainer))
+
+
+def _rendering(trainer) -> str:
+    dataset, workers = trainer.train_dataset, trainer.args.dataloader_num_workers
+    where = (f"in {workers} DataLoader worker process(es)" if workers else
+             "ahead of the loop, in a background thread (data.prefetch)"
+             if getattr(dataset, "prefetcher", None) is not None else "in the training loop")
+    cache = getattr(getattr(dataset, "renderer", None), "root", None)
+    return where + (f"; cached in {cache}" if cache is not None else "; not cached")
 
 
 def plan_lines(cfg: Config, plan: Plan, train: CheckReport, val: CheckReport | None, dtype: str, device: str,
@@ -60,6 +72,8 @@ def plan_lines(cfg: Config, plan: Plan, train: CheckReport, val: CheckReport | N
                  f"{plan.total_steps} in total over {plan.epochs} epoch(s)"
                  + (f" (train.max_steps {t.max_steps})" if t.max_steps > 0 else ""))
     facts.append(f"warm-up: {plan.warmup_steps} of {plan.total_steps} steps, then {t.scheduler} schedule")
+    if not cfg.data.streaming:
+        facts.append(f"rendering: {plan.rendering}")
     every_eval = _validation(cfg, plan)
     if val is not None:
         facts.append(f"validation: {every_eval}")

@@ -1,6 +1,6 @@
 """transformers' Trainer with the few things a VLM run needs on top: the ids of each batch's samples (named when
 the loss stops being finite), tokens per second in the logs, an optional per-process trace of batches, batches
-grouped by length (``sampler``) and rendered ahead in a background thread (``data.prefetch``), and logits only
+grouped by length (``sampler``), optionally rendered ahead in a background thread (``data.prefetch``), and logits only
 where a label is (``logits``)."""
 
 from __future__ import annotations
@@ -48,10 +48,13 @@ class NonFiniteLoss(RuntimeError):
 class VlmTrainer(Trainer):
     def __init__(self, *args, trace_file: Path | None = None, train_lengths: Sequence[int] | None = None,
                  max_tokens_per_batch: int | None = None, packed: bool = False, eval_epochs: int | None = None,
-                 score_generations: Callable[[torch.nn.Module], dict[str, float]] | None = None, **kwargs):
+                 score_generations: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                 render_ahead: bool = False, **kwargs):
         """``train_lengths`` (tokens of each training sample, visual included): batches grouped by length, of
         ``per_device_train_batch_size`` samples or up to ``max_tokens_per_batch`` tokens (see ``sampler``);
         ``packed``: batches are packed into one row, so the budget counts their tokens without padding.
+        ``render_ahead``: render the next batches of the plan in a background thread (grouped batches, no
+        DataLoader workers; see :func:`.trainer_inputs.render_ahead`).
         ``eval_epochs``: validate every that many epochs (``args.eval_steps`` is set once an epoch's steps are
         known). ``score_generations``: metrics of the model's generated answers, added to every validation's
         ``eval_*`` metrics (logged with the loss, seen by early stopping and the best-checkpoint choice)."""
@@ -66,13 +69,14 @@ class VlmTrainer(Trainer):
                 seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,
                 step_batches=self.args.world_size * self.args.gradient_accumulation_steps)
             self.add_callback(SamplerEpoch(self.batch_sampler))
-            if self.args.dataloader_num_workers == 0 and hasattr(self.train_dataset, "prefetch"):
+            if render_ahead and self.args.dataloader_num_workers == 0 and hasattr(self.train_dataset, "prefetch"):
                 self._prefetch_along(self.batch_sampler)
         if isinstance(getattr(self.train_dataset, "renderer", None), CachedRenderer):
             self.add_callback(CacheSummary(self.train_dataset.renderer))
         self._tokens = 0
         self._last_log = (time.perf_counter(), 0)
         self._keep_logits: bool | None = None
+        self._parameters_counted: int | None = None
 
     def _prefetch_along(self, sampler: LengthGroupedBatchSampler) -> None:
         """Render the next batches of the plan in a background thread while the model trains on this one."""
@@ -115,6 +119,15 @@ class VlmTrainer(Trainer):
                 with open(self.trace_file, "a") as f:
                     f.write(json.dumps({"step": self.state.global_step + 1, "ids": ids}) + "\n")
         return result
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        # The Trainer's own counts the model's parameters again at every step (milliseconds on a small model's
+        # millisecond step); the count does not change during training.
+        if self._parameters_counted is None:
+            self._parameters_counted = (self.model.num_parameters(exclude_embeddings=True)
+                                        if hasattr(self.model, "num_parameters") else 0)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return 6 * inputs[main_input].numel() * self._parameters_counted if main_input in inputs else 0
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):

@@ -42,14 +42,33 @@ def encoded_datasets(cfg: Config, data: Prepared) -> tuple[EncodedDataset, Encod
 
 def data_cache(cfg: Config, renderer: Renderer) -> CachedRenderer | None:
     """The rendered-sample cache of ``data.cache_dir``: ``auto`` is ``RUN/cache``, limited to a quarter of the
-    disk's free space; None where it is off."""
+    disk's free space, in a run that reads its samples more than once; None where it is off."""
     setting = cfg.data.cache_dir
     if not setting:
         return None
     if setting != AUTO:
         return CachedRenderer(renderer, setting)
+    if not several_passes(cfg):
+        # Each sample is rendered once anyway; writing its pixel tensors (megabytes a sample) would cost more.
+        log.info("data cache: off (data.cache_dir: auto caches runs of more than one epoch; set a folder to cache "
+                 "this one)")
+        return None
     folder = Path(cfg.train.output_dir) / CACHE_FOLDER
     return CachedRenderer(renderer, folder, max_bytes=auto_cache_limit(folder))
+
+
+def several_passes(cfg: Config) -> bool:
+    """Whether the run may read a sample more than once: more than one epoch, or a step count (``max_steps``)
+    that may run past the first."""
+    return cfg.train.epochs > 1 or cfg.train.max_steps > 0
+
+
+def render_ahead(cfg: Config, device: torch.device) -> bool:
+    """Whether the next batches render in a background thread while the model trains (``data.prefetch``): by
+    default where the model runs on an accelerator. On CPU the model's operations keep every core busy, and a
+    rendering thread beside them slows each step by more than the rendering it takes off the loop."""
+    setting = cfg.data.prefetch
+    return device.type != "cpu" if setting == AUTO else setting
 
 
 def batch_collator(cfg: Config, data: Prepared, world_size: int, model: torch.nn.Module | None = None
