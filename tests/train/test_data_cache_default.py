@@ -14,7 +14,6 @@ from vlmtune.data.settings import renderer_for
 from vlmtune.train.trainer_inputs import data_cache, several_passes
 
 
-
 def _entries(run_dir) -> dict[str, int]:
     return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in (run_dir / "cache").rglob("*.safetensors")}
 

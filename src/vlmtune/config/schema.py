@@ -197,6 +197,9 @@ class TrainConfig(Section):
     None leaves PyTorch's setting. No effect without CUDA."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, about a third more compute."""
+    compile: bool = False
+    """Compile the model with torch.compile (the Trainer's torch_compile, inductor backend). Its first steps, and
+    each new batch shape, pay for compiling; worth it on a GPU for long runs of similar shapes, rarely on CPU."""
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit"] = "auto"
     """auto: fused AdamW on CUDA, plain AdamW on CPU; the 8-bit ones need bitsandbytes."""
     save_steps: int | None = Field(default=None, gt=0)

@@ -59,6 +59,7 @@ def training_arguments(cfg: Config, run_dir: Path, has_val: bool) -> TrainingArg
         dataloader_num_workers=t.dataloader_workers,
         dataloader_persistent_workers=t.dataloader_workers > 0,  # workers keep what they cached between epochs
         use_liger_kernel=use_liger_kernels(),
+        torch_compile=t.compile,
     )
 
 

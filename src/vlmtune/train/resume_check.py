@@ -29,9 +29,9 @@ HARMLESS = (
     "train.logging_steps", "train.progress", "train.report_to", "train.trace_samples",
     "train.eval_steps", "train.eval_epochs", "train.save_steps", "train.save_total_limit",
     "train.early_stopping_patience",
-    "train.dataloader_workers", "train.gradient_checkpointing",  # same numbers, other speed or memory
+    "train.dataloader_workers", "train.gradient_checkpointing", "train.compile",  # same numbers, other speed/memory
     "data.val",  # validation only: the training steps stay the same
-    "data.cache_in_memory", "data.cache_dir",
+    "data.cache_in_memory", "data.cache_dir", "data.prefetch",
     "eval.",
 )
 
