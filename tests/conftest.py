@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,22 @@ def tiny_dir(tmp_path_factory):
 def write_jsonl(path: Path, records: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
     return path
+
+
+def mixed_length_data(folder: Path, n: int, seed: int, sizes: list[tuple[int, int]], words: list[str],
+                      max_words: int) -> Path:
+    """``folder/train.jsonl``: ``n`` one-image samples whose image size (one of ``sizes``) and answer length
+    (1 to ``max_words`` of ``words``) are drawn with ``seed``; the images beside it."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        w, h = rng.choice(sizes)
+        Image.new("RGB", (w, h), (rng.randrange(256), 90, 160)).save(folder / f"{i}.png")
+        answer = " ".join(rng.choice(words) for _ in range(rng.randint(1, max_words)))
+        records.append({"messages": [
+            {"role": "user", "content": [{"type": "image", "image": f"{i}.png"}, {"type": "text", "text": "What?"}]},
+            {"role": "assistant", "content": answer}]})
+    return write_jsonl(folder / "train.jsonl", records)
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 the same order, every sample rendered in the one rendering thread; only the batches this process fetches next are
 rendered ahead (every ``stride``-th under data parallelism), none of those a resumed run skips."""
 
-import json
-import random
 import threading
 
 import pytest
 import torch
-from PIL import Image
 
+from tests.conftest import mixed_length_data
 from vlmtune.config import load_config
 from vlmtune.data.collate import SAMPLE_IDS
 from vlmtune.data.prefetch import Prefetcher
@@ -70,17 +68,8 @@ def test_a_rendering_error_reaches_the_loader():
 @pytest.fixture
 def mixed(tmp_path, tiny_dir):
     """A tiny Qwen2-VL and 14 samples of different image sizes and answer lengths."""
-    rng = random.Random(1)
-    records = []
-    for i in range(14):
-        w, h = rng.choice([(56, 56), (112, 84), (168, 224)])
-        Image.new("RGB", (w, h), (rng.randrange(256), 90, 160)).save(tmp_path / f"{i}.png")
-        answer = " ".join(rng.choice(["red", "blue", "circle", "left"]) for _ in range(rng.randint(1, 20)))
-        records.append({"messages": [
-            {"role": "user", "content": [{"type": "image", "image": f"{i}.png"}, {"type": "text", "text": "What?"}]},
-            {"role": "assistant", "content": answer}]})
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = mixed_length_data(tmp_path, 14, seed=1, sizes=[(56, 56), (112, 84), (168, 224)],
+                             words=["red", "blue", "circle", "left"], max_words=20)
     return tiny_dir("qwen2_vl"), data
 
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
-from PIL import Image
 
+from tests.conftest import mixed_length_data
 from vlmtune.config import load_config
 from vlmtune.data import Collator, EncodedDataset, Renderer
 from vlmtune.data.check import check_dataset
@@ -127,17 +127,8 @@ def _per_sample_losses(model, batch) -> list[float]:
 @pytest.fixture
 def mixed(tmp_path, tiny_dir):
     """A tiny Qwen2-VL and 10 samples of very different lengths (image sizes and answer lengths)."""
-    rng = random.Random(0)
-    records = []
-    for i in range(10):
-        w, h = rng.choice([(56, 56), (112, 84), (168, 224), (224, 224)])
-        Image.new("RGB", (w, h), (rng.randrange(256), 90, 160)).save(tmp_path / f"{i}.png")
-        answer = " ".join(rng.choice(["red", "blue", "circle", "square", "left"]) for _ in range(rng.randint(1, 30)))
-        records.append({"messages": [
-            {"role": "user", "content": [{"type": "image", "image": f"{i}.png"}, {"type": "text", "text": "What?"}]},
-            {"role": "assistant", "content": answer}]})
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = mixed_length_data(tmp_path, 10, seed=0, sizes=[(56, 56), (112, 84), (168, 224), (224, 224)],
+                             words=["red", "blue", "circle", "square", "left"], max_words=30)
     return tiny_dir("qwen2_vl"), data
 
 
